@@ -1,0 +1,33 @@
+"""The ``model-garden`` command line. Each pipeline stage registers its commands from
+its own module here; heavy imports (torch, transformers) happen inside the commands so
+``model-garden --help`` stays instant.
+
+Run: ``model-garden --help`` (or ``python -m model_garden --help``).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from model_garden.cli import masks
+
+app = typer.Typer(
+    name="model-garden",
+    help="Fine-tune language and vision-language models for structured output, with selective loss.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Fine-tune language and vision-language models for structured output, with selective loss."""
+
+
+masks.register(app)
+
+
+def main() -> None:
+    """Entry point of the ``model-garden`` script."""
+    app()

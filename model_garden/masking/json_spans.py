@@ -1,0 +1,155 @@
+"""Character classes of a reply that holds a JSON document.
+
+``json_spans(text)`` finds the JSON document in a reply (bare, inside a ```json fence, or
+after a sentence of prose), lexes it, and labels every character of ``text`` with one
+class: ``punct``, ``whitespace``, ``key_quote``, ``key``, ``value_quote``, ``string``,
+``number``, ``literal`` or ``other`` (anything outside the document). The strategies in
+``model_garden.masking.strategies`` are defined on these classes.
+
+The document is validated with :func:`json.JSONDecoder.raw_decode` first, so the lexer
+only has to split text that is already known to be JSON.
+
+Try it: ``python -m model_garden.masking.json_spans '{"a": [1, "x"]}'``
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import numpy as np
+
+# Class codes, shared with the strategies. 0 is reserved for "not part of a reply".
+PUNCT, WHITESPACE, KEY_QUOTE, KEY, VALUE_QUOTE, STRING, NUMBER, LITERAL, OTHER = range(1, 10)
+CLASS_NAMES = {
+    PUNCT: "punct",
+    WHITESPACE: "whitespace",
+    KEY_QUOTE: "key_quote",
+    KEY: "key",
+    VALUE_QUOTE: "value_quote",
+    STRING: "string",
+    NUMBER: "number",
+    LITERAL: "literal",
+    OTHER: "other",
+}
+CLASS_CODES = {name: code for code, name in CLASS_NAMES.items()}
+
+_DECODER = json.JSONDecoder()
+# Every token of a valid JSON document that is not punctuation or whitespace. A string
+# followed by optional whitespace and a colon is an object key.
+_VALUE_RE = re.compile(
+    r'"(?:[^"\\]|\\.)*"(?P<colon>[ \t\n\r]*:)?'
+    r"|-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?"
+    r"|true|false|null",
+    re.DOTALL,
+)
+_FENCE_RE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\r?\n(.*?)```", re.DOTALL)
+_OPENERS_RE = re.compile(r"[{\[]")
+_WS_CODES = np.array([ord(c) for c in " \t\n\r"], dtype=np.uint32)
+
+
+def find_json_document(text: str) -> tuple[int, int] | None:
+    """Locate the JSON document inside a reply.
+
+    A fenced block (```json ... ```) is preferred; otherwise the longest object or array
+    that decodes from a ``{`` or ``[`` (so a ``[1]`` in a sentence before the real
+    document is not taken for it). Surrounding whitespace is not part of it.
+
+    Args:
+        text: The reply text.
+
+    Returns:
+        ``(start, end)`` character offsets of the document, or ``None`` if there is none.
+    """
+    regions = [(m.start(1), m.end(1)) for m in _FENCE_RE.finditer(text)]
+    regions.append((0, len(text)))
+    for lo, hi in regions:
+        region = text[lo:hi]
+        best, covered = None, 0
+        for opener in _OPENERS_RE.finditer(region):
+            start = opener.start()
+            if start < covered:  # inside a document already decoded
+                continue
+            try:
+                _, end = _DECODER.raw_decode(region, start)
+            except ValueError:
+                continue
+            covered = end
+            if best is None or end - start > best[1] - best[0]:
+                best = (lo + start, lo + end)
+        if best is not None:
+            return best
+    return None
+
+
+def classify(text: str, out: np.ndarray | None = None, offset: int = 0) -> bool:
+    """Write the class code of every character of ``text`` into ``out``.
+
+    Args:
+        text: A reply.
+        out: A ``uint8`` array to fill at ``out[offset : offset + len(text)]``; a new one if
+            ``None`` (then ``offset`` must be 0).
+        offset: Where ``text`` starts in ``out``.
+
+    Returns:
+        True if a JSON document was found; otherwise every character is ``other``.
+    """
+    if out is None:
+        out = np.empty(len(text), dtype=np.uint8)
+    view = out[offset : offset + len(text)]
+    view[:] = OTHER
+    doc = find_json_document(text)
+    if doc is None:
+        return False
+    start, end = doc
+    body = view[start:end]
+    codes = np.frombuffer(text[start:end].encode("utf-32-le"), dtype=np.uint32)
+    # Outside strings, numbers and literals a valid document holds only punctuation
+    # and whitespace; the value tokens overwrite their own characters below.
+    body[:] = np.where(np.isin(codes, _WS_CODES), WHITESPACE, PUNCT)
+    for m in _VALUE_RE.finditer(text, start, end):
+        s, e = m.start() - start, m.end() - start
+        first = text[m.start()]
+        if first == '"':
+            colon = m.start("colon")
+            if colon >= 0:  # an object key; the whitespace and colon after it stay as they are
+                e = colon - start
+                body[s] = body[e - 1] = KEY_QUOTE
+                body[s + 1 : e - 1] = KEY
+            else:
+                body[s] = body[e - 1] = VALUE_QUOTE
+                body[s + 1 : e - 1] = STRING
+        elif first in "tfn":
+            body[s:e] = LITERAL
+        else:
+            body[s:e] = NUMBER
+    return True
+
+
+def json_spans(text: str) -> list[tuple[int, int, str]]:
+    """Split a reply into maximal runs of one character class.
+
+    Args:
+        text: The reply (the assistant message's content).
+
+    Returns:
+        ``[(start, end, kind)]`` covering ``text`` in order, ``kind`` one of ``punct``,
+        ``whitespace``, ``key_quote``, ``key``, ``value_quote``, ``string``, ``number``,
+        ``literal``, ``other``. Adjacent characters of one class form one span. A reply
+        without a JSON document is a single ``other`` span.
+    """
+    if not text:
+        return []
+    classes = np.empty(len(text), dtype=np.uint8)
+    classify(text, classes)
+    bounds = np.flatnonzero(np.diff(classes)) + 1
+    starts = np.concatenate(([0], bounds)).tolist()
+    ends = np.concatenate((bounds, [len(text)])).tolist()
+    return [(s, e, CLASS_NAMES[int(classes[s])]) for s, e in zip(starts, ends)]
+
+
+if __name__ == "__main__":
+    sample = sys.argv[1] if len(sys.argv) > 1 else '{"name": "John", "age": 30, "ok": true}'
+    for s, e, kind in json_spans(sample):
+        print(f"{kind:12s} {sample[s:e]!r}")

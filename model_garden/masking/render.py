@@ -1,0 +1,227 @@
+"""Render a chat with the model's own template and locate every reply in the text.
+
+The conversation is rendered twice: once with each assistant text replaced by a unique
+sentinel (private-use characters no tokenizer merges with the template text), once with
+the real text. Substituting the replies for the sentinels must reproduce the real
+rendering; then each reply's character span is known exactly, whatever the template
+adds around it (a default system prompt, role headers, turn separators). A template that
+rewrites replies (``| trim``, reasoning stripping) fails that check; the replies are then
+searched for in the real rendering in conversation order, and an example whose reply
+cannot be found is refused with an error that names it.
+
+Training and inference share this module: ``render_chat`` builds training text,
+``render_prompt`` the generation prompt.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from model_garden.masking.strategies import MaskConfig, MaskingError
+
+ROLES = ("system", "user", "assistant", "tool")
+_SENTINEL = "\ue000{}\ue001"
+_SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
+_IMAGE_TYPES = ("image", "image_url", "input_image")
+_VIDEO_TYPES = ("video", "video_url")
+_TEXT_TYPES = ("text", "input_text", "output_text")
+
+
+@dataclass
+class Conversation:
+    """A chat normalised for one template.
+
+    Attributes:
+        messages: Template-ready messages holding the real text.
+        sentinel_messages: The same with every assistant text piece replaced by a sentinel.
+        pieces: The assistant text pieces, indexed by sentinel number.
+        trained: Per piece, whether the policy trains it.
+        images: Image references in the order the template meets them.
+        videos: Video references likewise.
+    """
+
+    messages: list[dict[str, Any]]
+    sentinel_messages: list[dict[str, Any]]
+    pieces: list[str] = field(default_factory=list)
+    trained: list[bool] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)
+    videos: list[Any] = field(default_factory=list)
+
+
+def _parts(content: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if content is None:
+        return []
+    if not isinstance(content, list):
+        raise MaskingError(f"{where}: content must be a string or a list of parts, not {type(content).__name__}")
+    parts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in _TEXT_TYPES:
+            parts.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind in _IMAGE_TYPES:
+            ref = part.get("image", part.get("image_url"))
+            if isinstance(ref, dict):
+                ref = ref.get("url")
+            parts.append({"type": "image", "ref": ref})
+        elif kind in _VIDEO_TYPES:
+            ref = part.get("video", part.get("video_url"))
+            if isinstance(ref, dict):
+                ref = ref.get("url")
+            parts.append({"type": "video", "ref": ref})
+        else:
+            raise MaskingError(f"{where}, part {j}: unsupported content type {kind!r} (text, image_url, image, video)")
+    return parts
+
+
+def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bool, example: str) -> Conversation:
+    """Validate OpenAI-style messages and shape them for the template.
+
+    Args:
+        messages: ``[{"role", "content"}]``; content a string or a list of parts.
+        cfg: The masking policy (``train_on``).
+        multimodal: True for a processor (content stays a list of parts, media allowed);
+            False for a text tokenizer (text parts are joined into one string).
+        example: How to name this example in errors.
+
+    Returns:
+        The normalised conversation.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise MaskingError(f"{example}: 'messages' must be a non-empty list")
+    assistant_idx = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"]
+    if not assistant_idx:
+        raise MaskingError(f"{example}: no assistant message to train on")
+    conv = Conversation(messages=[], sentinel_messages=[])
+    for i, msg in enumerate(messages):
+        where = f"{example}, message {i}"
+        if not isinstance(msg, dict) or msg.get("role") not in ROLES:
+            role = msg.get("role") if isinstance(msg, dict) else msg
+            raise MaskingError(f"{where}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        role = msg["role"]
+        parts = _parts(msg.get("content"), where)
+        media = [p for p in parts if p["type"] != "text"]
+        if media and not multimodal:
+            raise MaskingError(f"{where}: has {media[0]['type']} content but the model is text-only")
+        if media and role == "assistant":
+            raise MaskingError(f"{where}: assistant replies must be text")
+        real, sent = [], []
+        for p in parts:
+            if p["type"] == "image":
+                conv.images.append(p["ref"])
+            elif p["type"] == "video":
+                conv.videos.append(p["ref"])
+            if p["type"] != "text":
+                real.append({"type": p["type"]})
+                sent.append({"type": p["type"]})
+                continue
+            text = p["text"]
+            real.append({"type": "text", "text": text})
+            if role == "assistant":
+                sent.append({"type": "text", "text": _SENTINEL.format(len(conv.pieces))})
+                conv.pieces.append(text)
+                is_last = i == assistant_idx[-1]
+                weight = msg.get("weight", 1)
+                conv.trained.append(weight != 0 and (cfg.train_on == "all_assistant" or is_last))
+            else:
+                sent.append(dict(real[-1]))
+        if role == "assistant" and not "".join(p["text"] for p in parts).strip():
+            if msg.get("weight", 1) != 0 and (cfg.train_on == "all_assistant" or i == assistant_idx[-1]):
+                raise MaskingError(f"{where}: the assistant reply is empty")
+        extra = {k: v for k, v in msg.items() if k not in ("content", "weight")}
+        if multimodal:
+            conv.messages.append({**extra, "content": real})
+            conv.sentinel_messages.append({**extra, "content": sent})
+        else:
+            conv.messages.append({**extra, "content": "".join(p["text"] for p in real)})
+            conv.sentinel_messages.append({**extra, "content": "".join(p["text"] for p in sent)})
+    return conv
+
+
+def _template(owner: Any, messages: list[dict[str, Any]], example: str, **kwargs: Any) -> str:
+    try:
+        return owner.apply_chat_template(messages, tokenize=False, **kwargs)
+    except Exception as exc:  # jinja raises its own errors, e.g. "roles must alternate"
+        raise MaskingError(f"{example}: the chat template failed: {exc}") from exc
+
+
+def render_chat(owner: Any, conv: Conversation, example: str) -> tuple[str, list[tuple[int, int]]]:
+    """Render a conversation and find the span of every trained reply piece.
+
+    Args:
+        owner: A tokenizer or processor with a chat template.
+        conv: The normalised conversation.
+        example: How to name this example in errors.
+
+    Returns:
+        ``(text, spans)``: the rendered text and the ``(start, end)`` of each trained
+        piece, in order.
+    """
+    real = _template(owner, conv.messages, example)
+    skeleton = _template(owner, conv.sentinel_messages, example)
+    chunks = _SENTINEL_RE.split(skeleton)
+    # chunks alternate: template text, sentinel number, template text, ...
+    out, spans, pos, seen = [], [], 0, []
+    for j, chunk in enumerate(chunks):
+        if j % 2:
+            k = int(chunk)
+            seen.append(k)
+            piece = conv.pieces[k]
+            if conv.trained[k]:
+                spans.append((pos, pos + len(piece)))
+            chunk = piece
+        out.append(chunk)
+        pos += len(chunk)
+    if "".join(out) == real and seen == list(range(len(conv.pieces))):
+        return real, spans
+    return real, _search_spans(real, conv, example)
+
+
+def _search_spans(real: str, conv: Conversation, example: str) -> list[tuple[int, int]]:
+    """Find reply pieces in a rendering whose template rewrote them (e.g. trimmed)."""
+    spans, cursor, k = [], 0, 0
+    for msg in conv.messages:
+        content = msg["content"]
+        texts = [content] if isinstance(content, str) else [p["text"] for p in content if p["type"] == "text"]
+        for text in texts:
+            if msg["role"] != "assistant":
+                at = real.find(text, cursor) if text else -1
+                if at >= 0:
+                    cursor = at + len(text)
+                continue
+            stripped = text.strip()
+            at = real.find(stripped, cursor)
+            if at < 0:
+                raise MaskingError(
+                    f"{example}: the chat template changed assistant reply {k} so that it cannot be found "
+                    "in the rendered text; the reply's tokens cannot be located exactly"
+                )
+            if conv.trained[k]:
+                spans.append((at, at + len(stripped)))
+            cursor = at + len(stripped)
+            k += 1
+    return spans
+
+
+def render_prompt(owner: Any, messages: list[dict[str, Any]], *, multimodal: bool, example: str = "prompt") -> tuple[str, Conversation]:
+    """Render the generation prompt for inference: every message before the final
+    assistant reply (if there is one), then the template's assistant header.
+
+    Args:
+        owner: A tokenizer or processor with a chat template.
+        messages: The chat; a trailing assistant message (the gold answer) is dropped.
+        multimodal: Whether ``owner`` is a processor.
+        example: How to name this example in errors.
+
+    Returns:
+        ``(text, conversation)``; the conversation lists the media to feed the processor.
+    """
+    if messages and messages[-1].get("role") == "assistant":
+        messages = messages[:-1]
+    # normalize() wants an assistant turn; a placeholder one is added and dropped again.
+    conv = normalize([*messages, {"role": "assistant", "content": "-"}], MaskConfig(), multimodal=multimodal, example=example)
+    conv.messages.pop()
+    return _template(owner, conv.messages, example, add_generation_prompt=True), conv

@@ -1,0 +1,134 @@
+"""Masking policy: which characters of a reply carry loss, for each strategy.
+
+A strategy is a set of character classes (see ``json_spans``) that are trained; the
+rest of the reply is *structural*: masked, or kept at ``structural_weight``. ``custom``
+trains only the capture groups of ``semantic_patterns``.
+
+Try it: ``python -m model_garden.masking.strategies``
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from model_garden.masking.json_spans import (
+    CLASS_NAMES,
+    KEY,
+    KEY_QUOTE,
+    LITERAL,
+    NUMBER,
+    OTHER,
+    PUNCT,
+    STRING,
+    VALUE_QUOTE,
+    WHITESPACE,
+    classify,
+)
+
+# Token classes outside the reply text (the reply's own classes are 1..9).
+PROMPT, END_OF_TURN, MEDIA = 0, 10, 11
+TOKEN_CLASS_NAMES = {PROMPT: "prompt", **CLASS_NAMES, END_OF_TURN: "end_of_turn", MEDIA: "media"}
+
+_VALUES = {VALUE_QUOTE, STRING, NUMBER, LITERAL}
+TRAINED_CLASSES: dict[str, frozenset[int]] = {
+    "none": frozenset(CLASS_NAMES),
+    "conservative": frozenset(_VALUES | {KEY_QUOTE, KEY, OTHER}),
+    "moderate": frozenset(_VALUES | {OTHER}),
+    "aggressive": frozenset(_VALUES),
+}
+STRATEGIES = ("none", "conservative", "moderate", "aggressive", "custom")
+TRAIN_ON = ("all_assistant", "last_assistant")
+
+
+class MaskingError(ValueError):
+    """An example cannot be masked as asked; the message names the example."""
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Which tokens of a conversation carry loss.
+
+    Attributes:
+        strategy: ``none`` trains the whole reply (response-only); ``conservative`` masks
+            JSON punctuation and whitespace; ``moderate`` also masks keys; ``aggressive``
+            trains only JSON values; ``custom`` trains only the capture groups of
+            ``semantic_patterns``.
+        semantic_patterns: Regexes over the reply for ``custom`` (the whole match where
+            a pattern has no group), e.g. ``'"contents":\\s*"([^"]*)"'``.
+        structural_weight: Loss weight of the reply tokens a strategy masks. 0 masks them
+            (label -100); a value in (0, 1] keeps their label at this weight.
+        train_on: ``all_assistant`` trains every assistant turn, ``last_assistant`` only
+            the final one. A message with ``"weight": 0`` is never trained.
+    """
+
+    strategy: str = "none"
+    semantic_patterns: tuple[str, ...] = ()
+    structural_weight: float = 0.0
+    train_on: str = "all_assistant"
+    _compiled: tuple[re.Pattern, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--mask-strategy must be one of {', '.join(STRATEGIES)}; got {self.strategy!r}")
+        if self.train_on not in TRAIN_ON:
+            raise ValueError(f"--train-on must be one of {', '.join(TRAIN_ON)}; got {self.train_on!r}")
+        if not 0.0 <= self.structural_weight <= 1.0:
+            raise ValueError(f"--structural-weight must be in [0, 1]; got {self.structural_weight}")
+        patterns = tuple(self.semantic_patterns)
+        object.__setattr__(self, "semantic_patterns", patterns)
+        if self.strategy == "custom" and not patterns:
+            raise ValueError("--mask-strategy custom needs at least one --semantic-patterns regex")
+        compiled = []
+        for p in patterns:
+            try:
+                compiled.append(re.compile(p))
+            except re.error as exc:
+                raise ValueError(f"--semantic-patterns {p!r} is not a valid regex: {exc}") from None
+        object.__setattr__(self, "_compiled", tuple(compiled))
+
+    @cached_property
+    def trained_lut(self) -> np.ndarray:
+        """``lut[class_code]`` is 1 where the strategy trains that reply class."""
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[list(TRAINED_CLASSES.get(self.strategy, ()))] = 1
+        return lut
+
+
+def reply_char_masks(reply: str, cfg: MaskConfig) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Classify a reply's characters and mark the trained ones.
+
+    Args:
+        reply: The reply text.
+        cfg: The masking policy.
+
+    Returns:
+        ``(classes, trained, json_found)``: per-character class codes, a 0/1 array of
+        trained characters, and whether a JSON document was found. Without one, the
+        JSON strategies fall back to training the whole reply.
+    """
+    classes = np.empty(len(reply), dtype=np.uint8)
+    found = classify(reply, classes)
+    if cfg.strategy == "custom":
+        trained = np.zeros(len(reply), dtype=np.uint8)
+        for pattern in cfg._compiled:
+            for m in pattern.finditer(reply):
+                groups = range(1, (m.re.groups or 0) + 1) or (0,)
+                for g in groups:
+                    if m.start(g) >= 0:
+                        trained[m.start(g) : m.end(g)] = 1
+        return classes, trained, found
+    if not found:
+        return classes, np.ones(len(reply), dtype=np.uint8), False
+    return classes, cfg.trained_lut[classes], True
+
+
+if __name__ == "__main__":
+    reply = '```json\n{"Marque": {"contents": "PEUGEOT", "confidence_score": null}}\n```'
+    for strategy in ("none", "conservative", "moderate", "aggressive"):
+        cls, trained, _ = reply_char_masks(reply, MaskConfig(strategy=strategy))
+        shown = "".join(c if t else "·" for c, t in zip(reply, trained))
+        print(f"{strategy:13s} {shown!r}")

