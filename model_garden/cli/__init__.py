@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from model_garden.cli import masks
+from model_garden.cli import data, evaluate, experiments, masks, predict, train, vtg
 
 app = typer.Typer(
     name="model-garden",
@@ -25,7 +25,8 @@ def _root() -> None:
     """Fine-tune language and vision-language models for structured output, with selective loss."""
 
 
-masks.register(app)
+for _stage in (masks, data, train, predict, evaluate, experiments, vtg):
+    _stage.register(app)
 
 
 def main() -> None:
