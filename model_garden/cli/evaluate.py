@@ -1,9 +1,43 @@
-"""CLI commands of this stage (being built)."""
+"""``model-garden evaluate``: score a predictions file against its dataset."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from model_garden.cli.common import console, err_console, user_errors
+
+
+def evaluate(
+    predictions: Annotated[Path, typer.Option(help="Predictions JSONL written by model-garden predict")],
+    dataset: Annotated[Path, typer.Option(help="The chat JSONL the predictions were made for (gold = last reply)")],
+    schema: Annotated[
+        Optional[Path], typer.Option(help="JSON Schema file; default: schema.json beside the dataset, or each record's")
+    ] = None,
+    case_insensitive: Annotated[bool, typer.Option("--case-insensitive", help="Case-fold strings for the field metrics")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="JSON report path; default: PREDICTIONS with .report.json")] = None,
+) -> None:
+    """Print JSON and schema validity, field accuracy, CER, ANLS, hallucination and
+    omission rates, and Donut's F1 and nTED accuracy, overall and per field; write
+    them as a JSON report."""
+    with user_errors():
+        from model_garden.evaluation.report import evaluate_files, report_tables
+
+        report = evaluate_files(predictions, dataset, schema=schema, case_insensitive=case_insensitive)
+        for table in report_tables(report):
+            console.print(table)
+        for key, what in (("missing_predictions", "no prediction"), ("unparseable", "output not one JSON object")):
+            if report[key]:
+                lines = ", ".join(map(str, report[key][:20])) + (" ..." if len(report[key]) > 20 else "")
+                count = f"{len(report[key])} of {report['metrics']['n']} records"
+                err_console.print(f"[yellow]warning:[/] {what} for {count}, scored as empty (lines {lines})")
+        out = out or predictions.with_suffix(".report.json")
+        out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        console.print(f"wrote {out}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the app."""
+    app.command("evaluate")(evaluate)

@@ -1,0 +1,171 @@
+"""Evaluate a predictions file against its dataset: the engine of ``model-garden evaluate``.
+
+Predictions are JSONL written by ``model-garden predict``, one object per line:
+``{"line": <1-based line of the dataset record>, "output": "<raw reply text>", ...}``
+(other keys are ignored). Each output must be exactly one JSON object
+(``json.loads(output.strip())``, no ``NaN``); anything else counts as unparseable, a
+``None`` prediction. The gold is the record's last assistant message, parsed the same
+way. Records without a prediction count as ``None`` predictions and are listed in the
+report's ``missing_predictions``.
+
+Try it: ``python -m model_garden.evaluation.report PREDS.jsonl DATASET.jsonl``
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from model_garden.data.jsonl import DataError, Record, iter_records
+from model_garden.data.schema import load_schema, schema_for
+from model_garden.evaluation.metrics import extraction_metrics
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_output(text: str) -> dict[str, Any] | None:
+    """The JSON object a reply holds, or ``None`` if it is not exactly one object."""
+    try:
+        obj = json.loads(text.strip(), parse_constant=_reject_constant)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def read_predictions(path: str | Path) -> dict[int, tuple[str, str]]:
+    """``{dataset line: (output, "file:line" of the prediction)}``.
+
+    Raises:
+        DataError: on a malformed line or a second prediction for the same record.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"predictions {path} not found")
+    outputs: dict[int, tuple[str, str]] = {}
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                raise DataError(f"{where}: not a JSON line ({exc})") from None
+            if not isinstance(obj, dict) or type(obj.get("line")) is not int or not isinstance(obj.get("output"), str):
+                raise DataError(f'{where}: expected {{"line": <int>, "output": <string>, ...}}')
+            if obj["line"] in outputs:
+                raise DataError(f"{where}: a second prediction for dataset line {obj['line']} (first: {outputs[obj['line']][1]})")
+            outputs[obj["line"]] = (obj["output"], where)
+    return outputs
+
+
+def _gold(record: Record, where: str) -> dict[str, Any]:
+    gold = parse_output(record.reply)
+    if gold is None:
+        raise DataError(f"{where}: the last assistant reply is not a JSON object, so there is no gold to compare with")
+    return gold
+
+
+def evaluate_files(
+    predictions: str | Path,
+    dataset: str | Path,
+    *,
+    schema: str | Path | None = None,
+    case_insensitive: bool = False,
+) -> dict[str, Any]:
+    """Score a predictions file against its dataset.
+
+    Args:
+        predictions: Predictions JSONL (see the module docstring).
+        dataset: The chat JSONL the predictions were made for.
+        schema: A JSON Schema file for every record; default: the dataset's schema as
+            ``model_garden.data.schema.schema_for`` finds it (``schema.json`` beside
+            the file, the record's ``schema`` key, or its prompt), per record.
+        case_insensitive: Case-fold strings for the field metrics.
+
+    Returns:
+        The report: the inputs, ``missing_predictions`` and ``unparseable`` (dataset line
+        numbers) and ``metrics`` (see ``model_garden.evaluation.metrics``).
+
+    Raises:
+        DataError: naming the file and line of a bad prediction, a prediction for a line
+            that holds no record, or a record without a JSON gold.
+    """
+    dataset = Path(dataset)
+    outputs = read_predictions(predictions)
+    if not dataset.is_file():
+        raise FileNotFoundError(f"dataset {dataset} not found")
+    explicit = load_schema(schema) if schema is not None else None
+    missing, unparseable, preds, golds, schemas = [], [], [], [], []
+    for record in iter_records(dataset):
+        golds.append(_gold(record, f"{dataset}:{record.line}"))
+        schemas.append(explicit if explicit is not None else schema_for(dataset, record))
+        output = outputs.pop(record.line, None)
+        preds.append(None if output is None else parse_output(output[0]))
+        if output is None:
+            missing.append(record.line)
+        elif preds[-1] is None:
+            unparseable.append(record.line)
+    if outputs:
+        line, (_, where) = min(outputs.items())
+        raise DataError(f"{where}: predicts dataset line {line}, but {dataset} has no record on line {line}")
+    return {
+        "predictions": str(predictions),
+        "dataset": str(dataset),
+        "schema": str(schema) if schema is not None else "from the dataset",
+        "case_insensitive": case_insensitive,
+        "missing_predictions": missing,
+        "unparseable": unparseable,
+        "metrics": extraction_metrics(preds, golds, schema=schemas, case_insensitive=case_insensitive),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+_OVERALL = (
+    ("examples", "n"),
+    ("JSON valid", "json_valid"),
+    ("schema valid", "schema_valid"),
+    ("field accuracy", "field_accuracy"),
+    ("CER", "cer"),
+    ("ANLS", "anls"),
+    ("hallucination rate", "hallucination_rate"),
+    ("omission rate", "omission_rate"),
+    ("precision (Donut pairs)", "precision"),
+    ("recall (Donut pairs)", "recall"),
+    ("F1 (Donut pairs)", "f1"),
+    ("nTED accuracy (Donut)", "ted_accuracy"),
+)
+
+
+def report_tables(report: dict[str, Any]) -> tuple[Table, Table]:
+    """Rich tables of a report: overall metrics, then one row per field."""
+    m = report["metrics"]
+    overall = Table("metric", "value", title=f"evaluation · {Path(report['predictions']).name}")
+    for label, key in _OVERALL:
+        overall.add_row(label, _fmt(m[key]))
+    overall.add_row("hallucinations / gold-empty fields", f"{m['hallucinations']} / {m['gold_empty']}")
+    overall.add_row("omissions / gold-filled fields", f"{m['omissions']} / {m['gold_filled']}")
+    fields = Table("field", "n", "accuracy", "CER", "ANLS", "hallucination", "omission", title="per field")
+    for name, f in m["per_field"].items():
+        fields.add_row(
+            name, str(f["n"]), *(_fmt(f[k]) for k in ("accuracy", "cer", "anls", "hallucination_rate", "omission_rate"))
+        )
+    return overall, fields
+
+
+if __name__ == "__main__":
+    from rich.console import Console
+
+    for table in report_tables(evaluate_files(sys.argv[1], sys.argv[2])):
+        Console().print(table)
