@@ -1,0 +1,118 @@
+"""Training data: JSONL records built into masked examples, checked before training.
+
+``MaskedDataset`` builds an example when the DataLoader asks for it (so image-heavy files
+are never held in memory). ``prescan`` builds every example once before training starts:
+it finds the lines that cannot be used (unreadable image, reply that cannot be located,
+nothing left to train after truncation), gathers the mask statistics printed at start,
+and so guarantees training never dies on a bad line hours in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from model_garden.data.images import ImageError, ImagePolicy, load_image
+from model_garden.data.jsonl import DataError, JsonlDataset
+from model_garden.masking import MaskConfig, MaskingError, build_example, is_processor
+from model_garden.masking.inspect import MaskStats
+from model_garden.masking.render import normalize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrescanReport:
+    """What the pre-pass found."""
+
+    stats: MaskStats = field(default_factory=MaskStats)
+    errors: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+
+class MaskedDataset(Dataset):
+    """Records of a JSONL file, built by ``build_example`` on access.
+
+    Args:
+        records: The JSONL records.
+        processing: Tokenizer or processor.
+        cfg: The masking policy.
+        max_length: Truncation.
+        policy: Where images may come from (default: the dataset's folder).
+    """
+
+    def __init__(
+        self,
+        records: JsonlDataset,
+        processing: Any,
+        cfg: MaskConfig,
+        max_length: int | None = None,
+        policy: ImagePolicy | None = None,
+    ):
+        self.records = records
+        self.processing = processing
+        self.cfg = cfg
+        self.max_length = max_length
+        self.policy = policy or ImagePolicy(base_dir=records.path.parent)
+        self.multimodal = is_processor(processing)
+        self.indices = list(range(len(records)))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def build(self, record_idx: int) -> dict[str, Any]:
+        """Build one record (by its index in ``records``)."""
+        record = self.records[record_idx]
+        where = self.records.where(record_idx)
+        images = None
+        if self.multimodal:
+            conv = normalize(record.messages, self.cfg, multimodal=True, example=where)
+            images = [load_image(ref, where=where, policy=self.policy) for ref in conv.images]
+        return build_example(self.processing, record.messages, self.cfg, images=images, max_length=self.max_length, example=where)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return self.build(self.indices[idx])
+
+    def prescan(self, *, skip_bad_lines: bool = False) -> PrescanReport:
+        """Build every example once; keep only the usable ones.
+
+        Raises:
+            DataError: listing the unusable lines, unless ``skip_bad_lines`` (then they
+                are logged and left out).
+        """
+        report = PrescanReport()
+        keep = []
+        for i in range(len(self.records)):
+            try:
+                ex = self.build(i)
+            except (MaskingError, ImageError, DataError) as exc:
+                report.errors.append(str(exc))
+                continue
+            report.stats.add(ex)
+            if all(label == -100 for label in ex["labels"]):
+                report.errors.append(f"{self.records.where(i)}: nothing left to train (cut by --max-length {self.max_length})")
+                continue
+            report.lengths.append(len(ex["input_ids"]))
+            keep.append(i)
+        report.errors = [str(e) for e in self.records.skipped] + report.errors
+        if report.errors and not skip_bad_lines:
+            shown = "\n  ".join(report.errors[:20])
+            more = f"\n  ... and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
+            raise DataError(
+                f"{self.records.path}: {len(report.errors)} unusable example(s); fix them or pass --skip-bad-lines:\n  {shown}{more}"
+            )
+        for error in report.errors:
+            log.warning("skipped %s", error)
+        self.indices = keep
+        return report
+
+
+def open_dataset(path: str | Path, processing: Any, cfg: MaskConfig, max_length: int | None, *, skip_bad_lines: bool, policy: ImagePolicy) -> tuple[MaskedDataset, PrescanReport]:
+    """Open, build and check a training or evaluation file."""
+    records = JsonlDataset(path, skip_bad_lines=True)
+    data = MaskedDataset(records, processing, cfg, max_length, policy)
+    return data, data.prescan(skip_bad_lines=skip_bad_lines)

@@ -1,0 +1,195 @@
+"""``SelectiveLossSFTTrainer``: a transformers ``Trainer`` whose loss is the weighted,
+chunked cross-entropy of ``loss.py``, normalised over the whole optimizer step.
+
+* The normaliser is the sum of loss weights over every micro-batch of the accumulation
+  window and, under data parallelism, every rank (transformers' ``num_items_in_batch``
+  mechanism, counting weights instead of labels).
+* The loss is computed inside the model's forward, at the output layer, so DDP, FSDP and
+  DeepSpeed see an ordinary forward; the full logits are never built.
+* Dynamic policies act per micro-batch before counting: ``structural_keep_prob`` (masked
+  structural tokens re-enter the loss at random, seeded by run seed and step) and a
+  structural-weight schedule.
+* Evaluation reports ``eval_value_loss``: the token-weighted mean loss over the eval set's
+  trained tokens (built with the value-only mask, the same yardstick for every strategy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from model_garden.masking.strategies import END_OF_TURN
+from model_garden.training.loss import DEFAULT_CHUNK, weighted_lm_loss
+
+
+def output_layer(model: torch.nn.Module) -> torch.nn.Module:
+    """The output projection (``lm_head``) of a possibly wrapped (DDP, PEFT) model."""
+    while hasattr(model, "module"):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    head = model.get_output_embeddings()
+    if head is None or not hasattr(head, "weight"):
+        raise ValueError(f"{type(model).__name__} has no output layer to compute the chunked loss on")
+    config = getattr(model, "config", None)
+    text_config = getattr(config, "get_text_config", lambda: config)()
+    for attr in ("final_logit_softcapping", "logit_scale"):
+        if getattr(text_config, attr, None):
+            raise ValueError(f"{type(model).__name__} transforms its logits ({attr}); the chunked loss does not support it")
+    return head
+
+
+@contextlib.contextmanager
+def loss_at_output_layer(head: torch.nn.Module, labels, weights, normaliser, chunk: int) -> Iterator[SimpleNamespace]:
+    """While active, the output layer computes the weighted loss from its input and
+    returns empty logits; ``box.loss`` holds the loss after the forward."""
+    box = SimpleNamespace(loss=None)
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        box.loss = weighted_lm_loss(hidden, head, labels, weights, normaliser, chunk)
+        return hidden.new_zeros((*hidden.shape[:-1], 0))
+
+    head.forward = forward
+    try:
+        yield box
+    finally:
+        del head.forward
+
+
+class SelectiveLossSFTTrainer(Trainer):
+    """Trainer for batches with ``labels`` and ``loss_weights`` (see the module docstring).
+
+    Args:
+        tokenizer: Accepted as in the notes; same as ``processing_class``.
+        use_selective_loss: Kept for the notes' API; selection lives in the batch's weights.
+        structural_keep_prob: Probability a masked structural token re-enters the loss.
+        structural_schedule: ``(start, end)`` weight of structural tokens, linear over
+            the run; overrides the weights the batch brought for them.
+        loss_chunk_size: Rows projected to the vocabulary at a time.
+    """
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        *args: Any,
+        tokenizer: Any = None,
+        use_selective_loss: bool = True,
+        structural_keep_prob: float = 0.0,
+        structural_schedule: tuple[float, float] | None = None,
+        loss_chunk_size: int = DEFAULT_CHUNK,
+        **kwargs: Any,
+    ):
+        if tokenizer is not None:
+            kwargs.setdefault("processing_class", tokenizer)
+        super().__init__(*args, **kwargs)
+        self.use_selective_loss = use_selective_loss
+        self.structural_keep_prob = structural_keep_prob
+        self.structural_schedule = structural_schedule
+        self.loss_chunk_size = loss_chunk_size
+        self.model_accepts_loss_kwargs = True  # our compute_loss uses num_items_in_batch
+
+    # -- weights -------------------------------------------------------------------
+    def _structural_weight_now(self) -> float | None:
+        if self.structural_schedule is None:
+            return None
+        start, end = self.structural_schedule
+        total = max(self.state.max_steps, 1)
+        return start + (end - start) * min(self.state.global_step / total, 1.0)
+
+    def apply_weight_policy(self, batch: dict[str, Any], micro_step: int) -> dict[str, Any]:
+        """Fill in ``loss_weights`` and apply keep-probability and schedule to structural tokens."""
+        labels = batch["labels"]
+        if "loss_weights" not in batch:
+            batch["loss_weights"] = (labels != -100).float()
+        classes = batch.get("token_classes")
+        weight_now = self._structural_weight_now()
+        if classes is None or (self.structural_keep_prob == 0 and weight_now is None):
+            return batch
+        # Reply tokens (classes 1..9) whose weight the strategy set below 1.
+        structural = (classes > 0) & (classes < END_OF_TURN) & (batch["loss_weights"] < 1.0)
+        if weight_now is not None:
+            on = structural if weight_now > 0 else torch.zeros_like(structural)
+            batch["loss_weights"] = torch.where(structural, torch.full_like(batch["loss_weights"], weight_now), batch["loss_weights"])
+            batch["labels"] = torch.where(on, batch["input_ids"], torch.where(structural, -100, labels))
+        if self.structural_keep_prob > 0:
+            seed = zlib.crc32(f"{self.args.seed}:{self.state.global_step}:{micro_step}:{self.args.process_index}".encode())
+            gen = torch.Generator().manual_seed(seed)
+            draw = torch.rand(structural.shape, generator=gen) < self.structural_keep_prob
+            keep = structural & draw.to(structural.device)
+            batch["labels"] = torch.where(keep, batch["input_ids"], batch["labels"])
+            batch["loss_weights"] = torch.where(keep, torch.ones_like(batch["loss_weights"]), batch["loss_weights"])
+        return batch
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches = []
+        for k in range(num_batches):
+            try:
+                batches.append(self.apply_weight_policy(next(epoch_iterator), k))
+            except StopIteration:
+                break
+        return batches, self._get_num_items_in_batch(batches, device)
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
+        if not batch_samples or "labels" not in batch_samples[0]:
+            return None
+        total = sum(_weight_sum(b) for b in batch_samples).to(device)
+        if self.args.world_size > 1:
+            total = self.accelerator.gather(total).sum()
+        return total
+
+    # -- loss ----------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        weights = inputs.pop("loss_weights", None)
+        if weights is None:
+            weights = (labels != -100).float()
+        inputs.pop("token_classes", None)
+        if num_items_in_batch is None:
+            num_items_in_batch = _weight_sum({"labels": labels, "loss_weights": weights})
+        head = output_layer(model)
+        with loss_at_output_layer(head, labels, weights, num_items_in_batch, self.loss_chunk_size) as box:
+            outputs = model(**inputs, use_cache=False)
+        loss = box.loss
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks
+        return (loss, outputs) if return_outputs else loss
+
+    # -- evaluation ----------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataloader = self.get_eval_dataloader(eval_dataset)
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total = torch.zeros((), device=self.args.device)
+        weight = torch.zeros((), device=self.args.device)
+        for batch in dataloader:
+            batch = self._prepare_inputs(batch)
+            with self.autocast_smart_context_manager():
+                total += self.compute_loss(model, batch, num_items_in_batch=1.0).detach().float()
+            weight += _weight_sum(batch).to(total.device)
+        if was_training:
+            model.train()
+        if self.accelerator.num_processes > 1:
+            # compute_loss multiplied each rank's sum by the number of processes
+            total = self.accelerator.reduce(total / self.accelerator.num_processes, "sum")
+            weight = self.accelerator.reduce(weight, "sum")
+        metrics = {f"{metric_key_prefix}_value_loss": (total / weight.clamp_min(1e-8)).item()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def _weight_sum(batch: dict[str, Any]) -> torch.Tensor:
+    targets = batch["labels"][:, 1:]
+    weights = batch.get("loss_weights")
+    weights = (targets != -100).float() if weights is None else weights[:, 1:].float() * (targets != -100)
+    return weights.sum()

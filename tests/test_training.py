@@ -1,0 +1,247 @@
+"""Training: exact loss normalisation, chunked loss, resume, weight policies, learning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from model_garden.masking import MaskConfig, build_example
+from model_garden.training.config import TrainConfig, load_config
+from model_garden.training.loss import reference_lm_loss, weighted_lm_loss
+from model_garden.training.run import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _example_lines(n: int) -> list[dict]:
+    rows = [json.loads(line) for line in (REPO / "model_garden/assets/example.jsonl").read_text(encoding="utf-8").splitlines()]
+    out = []
+    for i in range(n):
+        row = json.loads(json.dumps(rows[i % len(rows)]))
+        # Different lengths per example make a wrong normaliser visible.
+        row["messages"][1]["content"] += " x" * (7 * i)
+        out.append(row)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """A tiny random Llama with SmolLM2's tokenizer and template, saved like a real model."""
+    from model_garden.testing import tiny_text_model
+
+    folder = tmp_path_factory.mktemp("tiny")
+    tiny_text_model(smollm2_tokenizer).save_pretrained(folder)
+    smollm2_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _dataset(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _example_lines(n)), encoding="utf-8")
+    return path
+
+
+class GradCapture(TrainerCallback):
+    """Gradients of the first optimizer step (after accumulation, before the update)."""
+
+    def __init__(self):
+        self.grads = None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.grads is None:
+            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _cfg(model_dir: Path, data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        base_model=str(model_dir), dataset=str(data), output=str(out), full_finetune=True, bf16="false",
+        optim="sgd", lr=0.1, max_grad_norm=0.0, report_to="none", max_steps=1, logging_steps=1, save_steps=1000,
+        mask_strategy="conservative", structural_weight=0.3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_chunked_loss_matches_plain_path_and_gradients():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(32, 500, bias=True)
+    hidden = torch.randn(3, 11, 32, requires_grad=True)
+    labels = torch.randint(0, 500, (3, 11))
+    labels[:, :4] = -100
+    weights = torch.rand(3, 11) * (labels != -100)
+    norm = 7.5
+    a = weighted_lm_loss(hidden, head, labels, weights, norm, chunk=5)
+    ga = torch.autograd.grad(a, [hidden, head.weight, head.bias])
+    b = reference_lm_loss(head(hidden), labels, weights, norm)
+    gb = torch.autograd.grad(b, [hidden, head.weight, head.bias])
+    assert torch.allclose(a, b, atol=1e-5)
+    for x, y in zip(ga, gb):
+        assert torch.allclose(x, y, atol=1e-5)
+
+
+def test_batch_4x1_equals_batch_1x4(tmp_path, tiny_model_dir):
+    data = _dataset(tmp_path, 4)
+    runs = []
+    for bs, ga in ((4, 1), (1, 4)):
+        cap = GradCapture()
+        train(_cfg(tiny_model_dir, data, tmp_path / f"b{bs}", batch_size=bs, grad_accum=ga), callbacks=[cap])
+        runs.append(cap.grads)
+    assert runs[0].keys() == runs[1].keys() and runs[0]
+    # Not vacuous: examples carry different loss weight, so averaging per micro-batch
+    # (the classic accumulation bug) would weight them differently.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    cfg = MaskConfig("conservative", structural_weight=0.3)
+    sums = {round(sum(build_example(tok, r["messages"], cfg)["loss_weights"]), 3) for r in _example_lines(4)}
+    assert len(sums) > 1
+    for name in runs[0]:
+        assert torch.allclose(runs[0][name], runs[1][name], atol=1e-6, rtol=1e-4), name
+
+
+DDP_WORKER = """
+import sys, torch, json
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_training import GradCapture, _cfg
+from model_garden.training.run import train
+cap = GradCapture()
+out = Path({out!r})
+train(_cfg(Path({model!r}), Path({data!r}), out, batch_size=2, grad_accum=1), callbacks=[cap])
+if torch.distributed.get_rank() == 0:
+    torch.save(cap.grads, out / "grads.pt")
+"""
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process(tmp_path, tiny_model_dir):
+    data = _dataset(tmp_path, 4)
+    single = GradCapture()
+    train(_cfg(tiny_model_dir, data, tmp_path / "single", batch_size=4), callbacks=[single])
+    script = tmp_path / "worker.py"
+    out = tmp_path / "ddp"
+    script.write_text(DDP_WORKER.format(tests=str(REPO / "tests"), out=str(out), model=str(tiny_model_dir), data=str(data)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(script)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = torch.load(out / "grads.pt")
+    assert ddp.keys() == single.grads.keys()
+    for name in ddp:
+        assert torch.allclose(ddp[name], single.grads[name], atol=1e-6, rtol=1e-4), name
+
+
+class InterruptAt(TrainerCallback):
+    """Send ourselves SIGINT after a given step, as a user pressing Ctrl-C would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, tiny_model_dir):
+    data = _dataset(tmp_path, 6)
+    common = dict(batch_size=2, max_steps=6, optim="adamw_torch", lr=1e-3, structural_keep_prob=0.3, max_grad_norm=1.0)
+    train(_cfg(tiny_model_dir, data, tmp_path / "straight", **common))
+    first = train(_cfg(tiny_model_dir, data, tmp_path / "resumed", **common), callbacks=[InterruptAt(3)])
+    assert first.interrupted
+    assert (tmp_path / "resumed/checkpoints/checkpoint-3").is_dir()
+    second = train(_cfg(tiny_model_dir, data, tmp_path / "resumed", resume="latest", **common))
+    assert not second.interrupted and second.metrics["steps"] == 6
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+def test_weight_policy_keep_prob_and_schedule(tmp_path, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from model_garden.training.collate import StructuredOutputDataCollator
+    from model_garden.training.trainer import SelectiveLossSFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = _example_lines(2)
+    built = [build_example(tok, r["messages"], MaskConfig("aggressive")) for r in rows]
+    batch = StructuredOutputDataCollator(processing=tok)(built)
+    structural = (batch["token_classes"] > 0) & (batch["token_classes"] < 10) & (batch["labels"] == -100)
+    assert structural.sum() > 20
+
+    data = _dataset(tmp_path, 2)
+    cfg = _cfg(tiny_model_dir, data, tmp_path / "x", structural_keep_prob=0.5)
+    from model_garden.models import load_model
+
+    trainer = SelectiveLossSFTTrainer(model=load_model(str(tiny_model_dir)), args=__import__("transformers").TrainingArguments(str(tmp_path / "o"), seed=3, report_to=[], use_cpu=True), structural_keep_prob=0.5)
+    kept = trainer.apply_weight_policy({k: v.clone() for k, v in batch.items()}, 0)
+    newly = (kept["labels"] != -100) & structural
+    frac = newly.sum().item() / structural.sum().item()
+    assert 0.3 < frac < 0.7
+    assert torch.equal(kept["labels"][newly], batch["input_ids"][newly])
+    again = trainer.apply_weight_policy({k: v.clone() for k, v in batch.items()}, 0)
+    assert torch.equal(again["labels"], kept["labels"])  # same seed, step and micro-step: same draw
+    other = trainer.apply_weight_policy({k: v.clone() for k, v in batch.items()}, 1)
+    assert not torch.equal(other["labels"], kept["labels"])
+
+    trainer.structural_keep_prob = 0.0
+    trainer.structural_schedule = (1.0, 0.0)
+    trainer.state.max_steps, trainer.state.global_step = 10, 0
+    start = trainer.apply_weight_policy({k: v.clone() for k, v in batch.items()}, 0)
+    assert torch.all(start["loss_weights"][structural] == 1.0) and torch.all(start["labels"][structural] != -100)
+    trainer.state.global_step = 5
+    mid = trainer.apply_weight_policy({k: v.clone() for k, v in batch.items()}, 0)
+    assert torch.allclose(mid["loss_weights"][structural], torch.tensor(0.5))
+    trainer.state.global_step = 10
+    end = trainer.apply_weight_policy({k: v.clone() for k, v in batch.items()}, 0)
+    assert torch.all(end["labels"][structural] == -100) and torch.all(end["loss_weights"][structural] == 0)
+    assert torch.equal(end["labels"][~structural], batch["labels"][~structural])
+    assert cfg.structural_keep_prob == 0.5
+
+
+def test_config_yaml_flags_and_saved_config(tmp_path):
+    yml = tmp_path / "c.yaml"
+    yml.write_text("dataset: a.jsonl\nlr: 0.001\nbatch-size: 8\nmask_strategy: moderate\n")
+    cfg = load_config(yml, {"lr": 0.5, "batch_size": None})
+    assert (cfg.lr, cfg.batch_size, cfg.mask_strategy, cfg.dataset) == (0.5, 8, "moderate", "a.jsonl")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 1\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown option 'learning_rate'"):
+        load_config(bad, {})
+    with pytest.raises(ValueError, match="--batch-size"):
+        load_config(None, {"batch_size": 0})
+    with pytest.raises(ValueError, match="--structural-weight-schedule"):
+        load_config(None, {"structural_weight_schedule": "cosine"})
+    assert load_config(None, {"use_selective_loss": True, "semantic_patterns": ['"x": "([^"]*)"']}).mask_strategy == "custom"
+
+
+def test_train_writes_outputs_and_refuses_bad_data(tmp_path, tiny_model_dir):
+    data = _dataset(tmp_path, 3)
+    with data.open("a") as fh:
+        fh.write("{not json\n")
+        fh.write(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(Exception, match=r"data.jsonl:4: not JSON") as err:
+        train(_cfg(tiny_model_dir, data, tmp_path / "refused"))
+    assert "data.jsonl:5: no assistant message" in str(err.value)
+    assert not (tmp_path / "refused/model.safetensors").exists()
+    result = train(_cfg(tiny_model_dir, data, tmp_path / "ok", skip_bad_lines=True, max_steps=2, full_finetune=False, merge=True))
+    out = result.output
+    for name in ("config.yaml", "mask_stats.json", "metrics.json", "log.jsonl", "adapter_model.safetensors", "tokenizer.json", "merged/model.safetensors"):
+        assert (out / name).exists(), name
+    stats = json.loads((out / "mask_stats.json").read_text())
+    assert len(stats["skipped"]) == 2 and stats["examples"] == 3
+    assert "structural_weight: 0.3" in (out / "config.yaml").read_text()
