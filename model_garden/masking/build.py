@@ -61,6 +61,27 @@ def _special_ids(tokenizer: Any) -> frozenset[int]:
     return ids
 
 
+def token_spans(offsets: np.ndarray, n_chars: int) -> tuple[np.ndarray, np.ndarray]:
+    """Character span of each token, as ``(starts, ends)`` arrays.
+
+    Offsets may leave gaps (byte-level tokenizers that trim spaces from offsets) or be
+    empty; the gaps are closed so each character belongs to a token and each token
+    covers at least one character.
+    """
+    starts, ends = offsets[:, 0].copy(), offsets[:, 1].copy()
+    if len(starts):
+        prev_ends = np.concatenate(([0], ends[:-1]))
+        starts = np.minimum(starts, prev_ends)
+        ends = np.minimum(np.maximum(ends, starts + 1), n_chars)
+    return starts, ends
+
+
+def any_char(char_mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per token: does any of its characters have ``char_mask`` set?"""
+    cum = np.concatenate(([0], np.cumsum(char_mask, dtype=np.int64)))
+    return cum[ends] - cum[starts] > 0
+
+
 def _encode_text(tokenizer: Any, text: str) -> tuple[list[int], np.ndarray]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
@@ -88,7 +109,9 @@ def _encode_multimodal(processor: Any, text: str, images: list, videos: list) ->
     offsets = out.pop("offset_mapping")[0].numpy().astype(np.int64)
     replacements = (out.pop("text_replacement_offsets", None) or [[]])[0]
     out.pop("attention_mask", None)
-    out.pop("mm_token_type_ids", None)
+    # Per-token like input_ids (Qwen2-VL's M-RoPE needs it): returned as a list, cut and padded with them.
+    if "mm_token_type_ids" in out:
+        out["mm_token_type_ids"] = out["mm_token_type_ids"][0].tolist()
     expanded, cursor = [], 0
     for r in replacements:
         s, e = r["span"]
@@ -186,17 +209,9 @@ def build_example(
         ns, ne = r["new_span"]
         classes[ns:ne] = MEDIA
 
-    # Offsets may leave gaps (trimmed spaces) or be empty; close the gaps so each
-    # character belongs to exactly one token and each token covers at least one.
-    starts, ends = offsets[:, 0].copy(), offsets[:, 1].copy()
-    if len(ids):
-        prev_ends = np.concatenate(([0], ends[:-1]))
-        starts = np.minimum(starts, prev_ends)
-        ends = np.minimum(np.maximum(ends, starts + 1), n_chars)
-    cum_trained = np.concatenate(([0], np.cumsum(trained, dtype=np.int64)))
-    cum_reply = np.concatenate(([0], np.cumsum(in_reply, dtype=np.int64)))
-    tok_trained = cum_trained[ends] - cum_trained[starts] > 0
-    tok_reply = cum_reply[ends] - cum_reply[starts] > 0
+    starts, ends = token_spans(offsets, n_chars)
+    tok_trained = any_char(trained, starts, ends)
+    tok_reply = any_char(in_reply, starts, ends)
     # A token's class is its most meaningful character's: `' "'` is a value quote, not whitespace.
     if len(ids):
         tok_classes = _BY_RANK[np.maximum.reduceat(_RANK[classes[:n_chars]], np.minimum(starts, n_chars - 1))]
@@ -219,6 +234,8 @@ def build_example(
         if (tok_classes[max_length:] == MEDIA).any() and multimodal:
             raise MaskingError(f"{name}: --max-length {max_length} would cut image/video tokens; raise it")
         ids, labels, weights, tok_classes = ids[:max_length], labels[:max_length], weights[:max_length], tok_classes[:max_length]
+        if "mm_token_type_ids" in extras:
+            extras["mm_token_type_ids"] = extras["mm_token_type_ids"][:max_length]
     return {
         "input_ids": list(ids),
         "attention_mask": [1] * len(ids),

@@ -24,8 +24,8 @@ from model_garden.training.label_masker import LabelMasker
 
 log = logging.getLogger(__name__)
 
-_TEXT_KEYS = ("input_ids", "attention_mask", "labels", "loss_weights", "token_classes")
-_PAD = {"input_ids": None, "attention_mask": 0, "labels": -100, "loss_weights": 0.0, "token_classes": 0}
+_TEXT_KEYS = ("input_ids", "attention_mask", "labels", "loss_weights", "token_classes", "mm_token_type_ids")
+_PAD = {"input_ids": None, "attention_mask": 0, "labels": -100, "loss_weights": 0.0, "token_classes": 0, "mm_token_type_ids": 0}
 _DTYPES = {"loss_weights": torch.float32, "token_classes": torch.uint8}
 
 
@@ -111,11 +111,14 @@ class StructuredOutputDataCollator:
         pads = dict(_PAD, input_ids=self._pad_id())
         batch = {}
         for key in _TEXT_KEYS:
+            if key == "mm_token_type_ids" and not any(key in f for f in batch_features):
+                continue
             rows = np.full((len(batch_features), longest), pads[key], dtype=np.float32 if key == "loss_weights" else np.int64)
             for i, f in enumerate(batch_features):
                 values = f.get(key)
                 if values is None:
-                    values = np.zeros(len(f["input_ids"])) if key == "token_classes" else [1] * len(f["input_ids"])
+                    fill = 1 if key in ("attention_mask", "loss_weights") else 0
+                    values = np.full(len(f["input_ids"]), fill)
                 rows[i, : len(values)] = np.asarray(values)
             batch[key] = torch.from_numpy(rows).to(_DTYPES.get(key, torch.long))
         batch.update(_merge_media(batch_features))

@@ -53,14 +53,15 @@ def _use_bf16(setting: str) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def build_model(cfg: TrainConfig, vision: bool) -> Any:
-    """Load the base model and wrap it in a LoRA adapter unless full fine-tuning."""
+def build_model(cfg: TrainConfig, vision: bool, model: Any = None) -> Any:
+    """Load the base model (unless given) and wrap it in a LoRA adapter unless full fine-tuning."""
     import torch
     from transformers import set_seed
 
     from model_garden.models import load_model
 
-    model = load_model(cfg.base_model, vision=vision, dtype=torch.float32)
+    if model is None:
+        model = load_model(cfg.base_model, vision=vision, dtype=torch.float32)
     set_seed(cfg.seed)  # the adapter's initial weights depend only on the seed
     if cfg.gradient_checkpointing:
         model.config.use_cache = False
@@ -90,20 +91,30 @@ def _check_family(processing: Any, vision: bool, base_model: str) -> None:
         raise ValueError(f"--base-model {base_model} is a vision-language model; use `model-garden train-vision`")
 
 
-def train(cfg: TrainConfig, *, console: Console | None = None, callbacks: list | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    *,
+    console: Console | None = None,
+    callbacks: list | None = None,
+    model: Any = None,
+    processing: Any = None,
+) -> TrainResult:
     """Train as configured; see the module docstring for what lands in ``cfg.output``.
 
     Args:
         cfg: The resolved configuration.
         console: Where progress and tables go (stderr by default).
         callbacks: Extra ``TrainerCallback`` objects.
+        model: An already loaded base model to use instead of ``cfg.base_model`` (the
+            adapter is still added unless ``cfg.full_finetune``).
+        processing: Its tokenizer or processor (required with ``model``).
     """
     from transformers import PrinterCallback, TrainingArguments, set_seed
     from transformers.integrations import TensorBoardCallback
     from transformers.trainer_utils import get_last_checkpoint
 
     from model_garden.data.images import ImagePolicy
-    from model_garden.masking import MaskConfig
+    from model_garden.masking import MaskConfig, is_processor
     from model_garden.masking.inspect import render_rich
     from model_garden.models import is_vision_model, load_processing, resolve_model
     from model_garden.training.callbacks import JsonlLog, RichProgress, SaveOnSignal
@@ -119,8 +130,13 @@ def train(cfg: TrainConfig, *, console: Console | None = None, callbacks: list |
     cfg.save(out / "config.yaml")
     set_seed(cfg.seed)
 
-    vision = cfg.vision or is_vision_model(resolve_model(cfg.base_model))
-    processing = load_processing(cfg.base_model, vision=vision)
+    if (model is None) != (processing is None):
+        raise ValueError("pass both model and processing, or neither")
+    if processing is None:
+        vision = cfg.vision or is_vision_model(resolve_model(cfg.base_model))
+        processing = load_processing(cfg.base_model, vision=vision)
+    else:
+        vision = is_processor(processing)
     _check_family(processing, cfg.vision, cfg.base_model)
     policy = ImagePolicy(
         base_dir=Path(cfg.dataset).parent,
@@ -147,7 +163,7 @@ def train(cfg: TrainConfig, *, console: Console | None = None, callbacks: list |
         eval_policy = ImagePolicy(Path(cfg.eval_dataset).parent, cfg.allow_outside_paths, cfg.allow_remote_images)
         eval_data, _ = open_dataset(cfg.eval_dataset, processing, value_mask, cfg.max_length, skip_bad_lines=True, policy=eval_policy)
 
-    model = build_model(cfg, vision)
+    model = build_model(cfg, vision, model)
     report_to = [] if cfg.report_to in ("none", "tensorboard") else [cfg.report_to]
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -173,6 +189,7 @@ def train(cfg: TrainConfig, *, console: Console | None = None, callbacks: list |
         bf16=_use_bf16(cfg.bf16),
         report_to=report_to,
         remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=cfg.dataloader_workers,
@@ -204,8 +221,10 @@ def train(cfg: TrainConfig, *, console: Console | None = None, callbacks: list |
         resume = get_last_checkpoint(str(out / "checkpoints")) if cfg.resume == "latest" else cfg.resume
         if resume is None:
             raise FileNotFoundError(f"--resume latest: no checkpoint in {out / 'checkpoints'}")
+    start_eval = []
     if eval_data is not None and resume is None:
-        trainer.evaluate()  # the starting point of the eval curve
+        # The starting point of the eval curve (train() starts a fresh log history).
+        start_eval = [(0, trainer.evaluate()["eval_value_loss"])]
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
@@ -228,7 +247,7 @@ def train(cfg: TrainConfig, *, console: Console | None = None, callbacks: list |
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "tokens_per_s": trainer.state.num_input_tokens_seen / elapsed if elapsed else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "eval_value_loss": [(r["step"], r["eval_value_loss"]) for r in history if "eval_value_loss" in r],
+        "eval_value_loss": start_eval + [(r["step"], r["eval_value_loss"]) for r in history if "eval_value_loss" in r],
         "loss": [(r["step"], r["loss"]) for r in history if "loss" in r],
         "dropped_in_training": trainer.data_collator.dropped,
         "skipped_lines": len(scan.errors),

@@ -1,0 +1,78 @@
+"""``model-garden demo``: the whole pipeline on a fresh machine, offline, on CPU.
+
+Makes the synthetic vehicle-registration forms, runs a short ``compare`` of response-only
+loss against one selective strategy with the embedded SmolLM2-135M, decodes the held-out
+forms with schema-constrained decoding, and prints the comparison table and the report
+path. Sized to finish in under 10 minutes on 2 CPU cores; the numbers of so short a run
+say that the pipeline works, not which strategy wins (see docs/results/ for that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+
+@dataclass
+class DemoConfig:
+    """Size of the demo.
+
+    Attributes:
+        out: Output folder.
+        forms: Synthetic forms to generate (split 80/10/10).
+        strategy: The selective strategy compared with response-only loss.
+        max_steps: Optimizer steps per run.
+        batch_size: Examples per step.
+        eval_examples: Held-out forms decoded at the end.
+        seed: Seed of data, adapter initialisation and order.
+    """
+
+    out: str = "outputs/demo"
+    forms: int = 120
+    strategy: str = "aggressive"
+    max_steps: int = 30
+    batch_size: int = 4
+    eval_examples: int = 12
+    seed: int = 0
+
+
+def demo(cfg: DemoConfig, *, console: Console | None = None) -> dict[str, Any]:
+    """Run the demo; returns the comparison summary."""
+    from model_garden.data.forms import make_forms
+    from model_garden.experiments.compare import CompareConfig, compare
+    from model_garden.training.config import TrainConfig
+
+    console = console or Console(stderr=True)
+    out = Path(cfg.out)
+    data = out / "forms"
+    sizes = make_forms(data, n=cfg.forms, seed=cfg.seed)
+    console.print(f"made {sum(sizes.values())} synthetic forms in {data} ({sizes})")
+    train = TrainConfig(
+        base_model="smollm2-135m",
+        dataset=str(data / "text" / "train.jsonl"),
+        eval_dataset=str(data / "text" / "test.jsonl"),
+        max_steps=cfg.max_steps,
+        batch_size=cfg.batch_size,
+        lr=1e-3,
+        eval_steps=max(cfg.max_steps // 3, 1),
+        save_steps=cfg.max_steps,
+        logging_steps=5,
+        report_to="none",
+        seed=cfg.seed,
+    )
+    return compare(
+        CompareConfig(
+            train=train,
+            strategies=["none", cfg.strategy],
+            seeds=[cfg.seed],
+            out=str(out / "compare"),
+            decodings=["constrained"],
+            predict_limit=cfg.eval_examples,
+            predict_batch_size=cfg.eval_examples,
+            max_new_tokens=320,
+        ),
+        console=console,
+    )
