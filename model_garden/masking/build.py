@@ -90,8 +90,10 @@ def _encode_text(tokenizer: Any, text: str) -> tuple[list[int], np.ndarray]:
     return enc.ids, np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
 
 
-def _encode_multimodal(processor: Any, text: str, images: list, videos: list) -> tuple[list[int], np.ndarray, str, list, dict]:
-    kwargs: dict[str, Any] = {}
+def _encode_multimodal(
+    processor: Any, text: str, images: list, videos: list, processor_kwargs: dict[str, Any] | None = None
+) -> tuple[list[int], np.ndarray, str, list, dict]:
+    kwargs: dict[str, Any] = dict(processor_kwargs or {})
     if images:
         kwargs["images"] = images
     if videos:
@@ -156,6 +158,7 @@ def build_example(
     max_length: int | None = None,
     *,
     example: str | int = "example",
+    processor_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Tokenize a chat and compute its labels and loss weights.
 
@@ -167,6 +170,7 @@ def build_example(
             parts' own images (PIL images, ``data:`` URIs or file paths) are loaded.
         max_length: Truncate to this many tokens (the end is cut).
         example: How errors name this example (an index or an id).
+        processor_kwargs: Extra arguments for a processor call (e.g. a video's ``fps``).
 
     Returns:
         ``input_ids``, ``attention_mask``, ``labels`` (token id where trained, -100
@@ -188,7 +192,7 @@ def build_example(
             from model_garden.data.images import load_image
 
             images = [load_image(ref, where=name) for ref in conv.images]
-        ids, offsets, text, replacements, extras = _encode_multimodal(processing, text, images, conv.videos)
+        ids, offsets, text, replacements, extras = _encode_multimodal(processing, text, images, conv.videos, processor_kwargs)
         spans = [(_shift(s, replacements), _shift(e, replacements)) for s, e in spans]
     else:
         ids, offsets = _encode_text(tokenizer, text)

@@ -35,10 +35,12 @@ class PrescanReport:
 
 
 class MaskedDataset(Dataset):
-    """Records of a JSONL file, built by ``build_example`` on access.
+    """Chat records, built by ``build_example`` on access.
 
     Args:
-        records: The JSONL records.
+        records: A ``JsonlDataset``, or any sequence of dicts with ``messages`` (and
+            optionally ``where`` naming the example, ``processor_kwargs``), such as
+            ``VideoTemporalSFTDataset``.
         processing: Tokenizer or processor.
         cfg: The masking policy.
         max_length: Truncation.
@@ -47,7 +49,7 @@ class MaskedDataset(Dataset):
 
     def __init__(
         self,
-        records: JsonlDataset,
+        records: Any,
         processing: Any,
         cfg: MaskConfig,
         max_length: int | None = None,
@@ -57,7 +59,7 @@ class MaskedDataset(Dataset):
         self.processing = processing
         self.cfg = cfg
         self.max_length = max_length
-        self.policy = policy or ImagePolicy(base_dir=records.path.parent)
+        self.policy = policy or ImagePolicy(base_dir=getattr(records, "path", Path.cwd() / "x").parent)
         self.multimodal = is_processor(processing)
         self.indices = list(range(len(records)))
 
@@ -67,12 +69,25 @@ class MaskedDataset(Dataset):
     def build(self, record_idx: int) -> dict[str, Any]:
         """Build one record (by its index in ``records``)."""
         record = self.records[record_idx]
-        where = self.records.where(record_idx)
+        where = self.where(record_idx)
+        if isinstance(record, dict):
+            messages, kwargs = record["messages"], record.get("processor_kwargs")
+            where = record.get("where", where)
+        else:
+            messages, kwargs = record.messages, None
         images = None
         if self.multimodal:
-            conv = normalize(record.messages, self.cfg, multimodal=True, example=where)
+            conv = normalize(messages, self.cfg, multimodal=True, example=where)
             images = [load_image(ref, where=where, policy=self.policy) for ref in conv.images]
-        return build_example(self.processing, record.messages, self.cfg, images=images, max_length=self.max_length, example=where)
+        return build_example(
+            self.processing, messages, self.cfg, images=images, max_length=self.max_length, example=where, processor_kwargs=kwargs
+        )
+
+    def where(self, record_idx: int) -> str:
+        """How messages name a record."""
+        if hasattr(self.records, "where"):
+            return self.records.where(record_idx)
+        return f"example {record_idx}"
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         return self.build(self.indices[idx])
@@ -94,25 +109,18 @@ class MaskedDataset(Dataset):
                 continue
             report.stats.add(ex)
             if all(label == -100 for label in ex["labels"]):
-                report.errors.append(f"{self.records.where(i)}: nothing left to train (cut by --max-length {self.max_length})")
+                report.errors.append(f"{self.where(i)}: nothing left to train (cut by --max-length {self.max_length})")
                 continue
             report.lengths.append(len(ex["input_ids"]))
             keep.append(i)
-        report.errors = [str(e) for e in self.records.skipped] + report.errors
+        report.errors = [str(e) for e in getattr(self.records, "skipped", [])] + report.errors
         if report.errors and not skip_bad_lines:
             shown = "\n  ".join(report.errors[:20])
             more = f"\n  ... and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
             raise DataError(
-                f"{self.records.path}: {len(report.errors)} unusable example(s); fix them or pass --skip-bad-lines:\n  {shown}{more}"
+                f"{getattr(self.records, 'path', 'dataset')}: {len(report.errors)} unusable example(s); fix them or pass --skip-bad-lines:\n  {shown}{more}"
             )
         for error in report.errors:
             log.warning("skipped %s", error)
         self.indices = keep
         return report
-
-
-def open_dataset(path: str | Path, processing: Any, cfg: MaskConfig, max_length: int | None, *, skip_bad_lines: bool, policy: ImagePolicy) -> tuple[MaskedDataset, PrescanReport]:
-    """Open, build and check a training or evaluation file."""
-    records = JsonlDataset(path, skip_bad_lines=True)
-    data = MaskedDataset(records, processing, cfg, max_length, policy)
-    return data, data.prescan(skip_bad_lines=skip_bad_lines)

@@ -98,6 +98,8 @@ def train(
     callbacks: list | None = None,
     model: Any = None,
     processing: Any = None,
+    train_records: Any = None,
+    eval_records: Any = None,
 ) -> TrainResult:
     """Train as configured; see the module docstring for what lands in ``cfg.output``.
 
@@ -108,6 +110,9 @@ def train(
         model: An already loaded base model to use instead of ``cfg.base_model`` (the
             adapter is still added unless ``cfg.full_finetune``).
         processing: Its tokenizer or processor (required with ``model``).
+        train_records: Records to train on instead of ``cfg.dataset`` (a sequence of dicts
+            with ``messages``, e.g. ``VideoTemporalSFTDataset``).
+        eval_records: Likewise instead of ``cfg.eval_dataset``.
     """
     from transformers import PrinterCallback, TrainingArguments, set_seed
     from transformers.integrations import TensorBoardCallback
@@ -119,11 +124,12 @@ def train(
     from model_garden.models import is_vision_model, load_processing, resolve_model
     from model_garden.training.callbacks import JsonlLog, RichProgress, SaveOnSignal
     from model_garden.training.collate import StructuredOutputDataCollator
-    from model_garden.training.data import open_dataset
+    from model_garden.data.jsonl import JsonlDataset
+    from model_garden.training.data import MaskedDataset
     from model_garden.training.trainer import SelectiveLossSFTTrainer
 
     console = console or Console(stderr=True)
-    if not cfg.dataset:
+    if not cfg.dataset and train_records is None:
         raise ValueError("--dataset is required")
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,17 +145,18 @@ def train(
         vision = is_processor(processing)
     _check_family(processing, cfg.vision, cfg.base_model)
     policy = ImagePolicy(
-        base_dir=Path(cfg.dataset).parent,
+        base_dir=Path(cfg.dataset).parent if cfg.dataset else Path.cwd(),
         allow_outside_paths=cfg.allow_outside_paths,
         allow_remote=cfg.allow_remote_images,
     )
-    train_data, scan = open_dataset(
-        cfg.dataset, processing, cfg.mask_config(), cfg.max_length, skip_bad_lines=cfg.skip_bad_lines, policy=policy
-    )
+    if train_records is None:
+        train_records = JsonlDataset(cfg.dataset, skip_bad_lines=True)
+    train_data = MaskedDataset(train_records, processing, cfg.mask_config(), cfg.max_length, policy)
+    scan = train_data.prescan(skip_bad_lines=cfg.skip_bad_lines)
     if not len(train_data):
-        raise ValueError(f"--dataset {cfg.dataset}: no usable example")
+        raise ValueError(f"--dataset {cfg.dataset or 'records'}: no usable example")
     (out / "mask_stats.json").write_text(json.dumps({**scan.stats.as_dict(), "skipped": scan.errors}, indent=2), encoding="utf-8")
-    console.print(scan.stats.table(f"mask statistics · {Path(cfg.dataset).name} · {cfg.mask_strategy}"))
+    console.print(scan.stats.table(f"mask statistics · {Path(cfg.dataset or 'records').name} · {cfg.mask_strategy}"))
     console.print(render_rich(processing, train_data[0], prompt_tail=12))
     for warning in scan.stats.warnings():
         console.print(f"[yellow]warning:[/] {warning}")
@@ -157,11 +164,15 @@ def train(
         console.print(f"[yellow]warning:[/] skipped {len(scan.errors)} unusable line(s); see {out / 'mask_stats.json'}")
 
     eval_data = None
-    if cfg.eval_dataset:
-        # Every strategy is judged on the same tokens: the values.
+    if cfg.eval_dataset and eval_records is None:
+        eval_records = JsonlDataset(cfg.eval_dataset, skip_bad_lines=True)
+    if eval_records is not None:
+        # Every strategy is judged on the same tokens: the values (the whole reply when it is not JSON).
         value_mask = MaskConfig(strategy="aggressive", train_on=cfg.train_on)
-        eval_policy = ImagePolicy(Path(cfg.eval_dataset).parent, cfg.allow_outside_paths, cfg.allow_remote_images)
-        eval_data, _ = open_dataset(cfg.eval_dataset, processing, value_mask, cfg.max_length, skip_bad_lines=True, policy=eval_policy)
+        eval_base = Path(cfg.eval_dataset).parent if cfg.eval_dataset else policy.base_dir
+        eval_policy = ImagePolicy(eval_base, cfg.allow_outside_paths, cfg.allow_remote_images)
+        eval_data = MaskedDataset(eval_records, processing, value_mask, cfg.max_length, eval_policy)
+        eval_data.prescan(skip_bad_lines=True)
 
     model = build_model(cfg, vision, model)
     report_to = [] if cfg.report_to in ("none", "tensorboard") else [cfg.report_to]
