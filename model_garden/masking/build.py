@@ -13,6 +13,7 @@ Try it: ``python -m model_garden.masking.build``
 from __future__ import annotations
 
 import weakref
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ _RANK = np.zeros(256, dtype=np.uint8)
 _RANK[_ORDER] = np.arange(len(_ORDER))
 _BY_RANK = np.asarray(_ORDER, dtype=np.uint8)
 _SPECIAL_IDS: "weakref.WeakKeyDictionary[Any, frozenset[int]]" = weakref.WeakKeyDictionary()
+# Tokens kept on each side of the replies' token range: more than the end-of-turn lookahead.
+_MARGIN = 8
 
 
 def is_processor(obj: Any) -> bool:
@@ -82,12 +85,41 @@ def any_char(char_mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.
     return cum[ends] - cum[starts] > 0
 
 
-def _encode_text(tokenizer: Any, text: str) -> tuple[list[int], np.ndarray]:
+def _encode_text(tokenizer: Any, text: str) -> tuple[list[int], Any]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise MaskingError(f"{type(tokenizer).__name__} is a slow tokenizer; exact masks need a fast (tokenizers) one")
     enc = backend.encode(text, add_special_tokens=False)
-    return enc.ids, np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+    return enc.ids, enc
+
+
+def _text_window(enc: Any, n_tokens: int, spans: list[tuple[int, int]]) -> tuple[int, int]:
+    """A token range around the trained replies, so the prompt (most of a long example)
+    is never converted to arrays; the caller checks it and falls back to all tokens."""
+    if not spans:
+        return 0, 0
+    first, last = enc.char_to_token(spans[0][0]), enc.char_to_token(max(spans[-1][1] - 1, 0))
+    if first is None or last is None:
+        return 0, n_tokens
+    return max(0, first - _MARGIN), min(n_tokens, last + 1 + _MARGIN)
+
+
+def _window_ok(lo: int, hi: int, n: int, starts: np.ndarray, ends: np.ndarray, spans: list[tuple[int, int]]) -> bool:
+    """Whether tokens ``lo..hi`` hold every token touching a reply, and room after the
+    last reply for its end of turn (``_end_of_turn`` looks up to 4 tokens ahead)."""
+    if not spans:
+        return True
+    if lo > 0 and ends[0] > spans[0][0]:
+        return False
+    return hi == n or (hi - lo >= 5 and starts[-5] >= spans[-1][1])
+
+
+def _window_spans(offsets_of: Any, lo: int, hi: int, n_chars: int) -> tuple[np.ndarray, np.ndarray]:
+    """``token_spans`` of tokens ``lo..hi``, as computed over the whole sequence (the
+    token before ``lo`` closes the gap in front of it)."""
+    first = max(lo - 1, 0)
+    starts, ends = token_spans(offsets_of(first, hi), n_chars)
+    return (starts[1:], ends[1:]) if lo > 0 else (starts, ends)
 
 
 def _encode_multimodal(
@@ -150,6 +182,25 @@ def _end_of_turn(ids: list[int], starts: np.ndarray, ends: np.ndarray, text: str
     return [i]
 
 
+def _mask_forced(tokenizer: Any, schema: dict | None, ids: list[int], starts, ends, spans, tok_trained, name: str) -> bool:
+    """Untrain the reply tokens the decoding grammar forces; False if a reply could not
+    be judged (its tokens share characters with template text, or the grammar rejects it)."""
+    from model_garden.masking.schema_forced import forced_tokens
+
+    if schema is None:
+        raise MaskingError(f"{name}: --mask-strategy schema-forced needs the reply schema (--schema or schema.json)")
+    judged = True
+    for s, e in spans:
+        lo, hi = int(np.searchsorted(starts, s, side="left")), int(np.searchsorted(ends, e, side="left")) + 1
+        own = lo < hi <= len(ids) and starts[lo] == s and ends[hi - 1] == e
+        forced = forced_tokens(tokenizer, schema, ids[lo:hi]) if own else None
+        if forced is None:
+            judged = False
+            continue
+        tok_trained[lo:hi] &= ~forced
+    return judged
+
+
 def build_example(
     processing: Any,
     messages: list[dict[str, Any]],
@@ -159,6 +210,7 @@ def build_example(
     *,
     example: str | int = "example",
     processor_kwargs: dict[str, Any] | None = None,
+    schema: dict | None = None,
 ) -> dict[str, Any]:
     """Tokenize a chat and compute its labels and loss weights.
 
@@ -171,6 +223,7 @@ def build_example(
         max_length: Truncate to this many tokens (the end is cut).
         example: How errors name this example (an index or an id).
         processor_kwargs: Extra arguments for a processor call (e.g. a video's ``fps``).
+        schema: The reply schema for ``schema-forced`` (default ``cfg.schema``).
 
     Returns:
         ``input_ids``, ``attention_mask``, ``labels`` (token id where trained, -100
@@ -184,7 +237,7 @@ def build_example(
     multimodal = is_processor(processing)
     conv = normalize(messages, cfg, multimodal=multimodal, example=name)
     text, spans = render_chat(processing, conv, name)
-    tokenizer = text_tokenizer(processing)
+    tokenizer = processing.tokenizer if multimodal else processing
     extras: dict[str, Any] = {}
     replacements: list = []
     if multimodal:
@@ -194,44 +247,64 @@ def build_example(
             images = [load_image(ref, where=name) for ref in conv.images]
         ids, offsets, text, replacements, extras = _encode_multimodal(processing, text, images, conv.videos, processor_kwargs)
         spans = [(_shift(s, replacements), _shift(e, replacements)) for s, e in spans]
+        lo, hi = 0, len(ids)
+        offsets_of = lambda a, b: offsets[a:b]  # noqa: E731
     else:
-        ids, offsets = _encode_text(tokenizer, text)
+        ids, enc = _encode_text(tokenizer, text)
+        lo, hi = _text_window(enc, len(ids), spans)
+        offsets_of = lambda a, b: np.fromiter(  # noqa: E731
+            chain.from_iterable(map(enc.token_to_chars, range(a, b))), dtype=np.int64, count=2 * (b - a)
+        ).reshape(-1, 2)
 
-    n_chars = len(text)
-    classes = np.zeros(n_chars + 1, dtype=np.uint8)
-    trained = np.zeros(n_chars + 1, dtype=np.uint8)
-    in_reply = np.zeros(n_chars + 1, dtype=np.uint8)
+    n, n_chars = len(ids), len(text)
+    starts, ends = _window_spans(offsets_of, lo, hi, n_chars)
+    if not _window_ok(lo, hi, n, starts, ends, spans):
+        lo, hi = 0, n
+        starts, ends = _window_spans(offsets_of, lo, hi, n_chars)
+    origin = int(starts.min()) if hi > lo else 0  # per-character arrays start here
+
+    size = n_chars - origin
+    classes = np.zeros(size + 1, dtype=np.uint8)
+    trained = np.zeros(size + 1, dtype=np.uint8)
+    in_reply = np.zeros(size + 1, dtype=np.uint8)
     json_found = True
     pieces = [p for p, t in zip(conv.pieces, conv.trained) if t]
     for (s, e), piece in zip(spans, pieces):
         piece_classes, piece_trained, found = reply_char_masks(text[s:e], cfg)
-        classes[s:e] = piece_classes
-        trained[s:e] = piece_trained
-        in_reply[s:e] = 1
+        classes[s - origin : e - origin] = piece_classes
+        trained[s - origin : e - origin] = piece_trained
+        in_reply[s - origin : e - origin] = 1
         json_found &= found or cfg.strategy in ("none", "custom")
     for r in replacements:
         ns, ne = r["new_span"]
-        classes[ns:ne] = MEDIA
+        classes[ns - origin : ne - origin] = MEDIA
 
-    starts, ends = token_spans(offsets, n_chars)
-    tok_trained = any_char(trained, starts, ends)
-    tok_reply = any_char(in_reply, starts, ends)
+    local_starts, local_ends = starts - origin, ends - origin
+    tok_trained = any_char(trained, local_starts, local_ends)
+    tok_reply = any_char(in_reply, local_starts, local_ends)
     # A token's class is its most meaningful character's: `' "'` is a value quote, not whitespace.
-    if len(ids):
-        tok_classes = _BY_RANK[np.maximum.reduceat(_RANK[classes[:n_chars]], np.minimum(starts, n_chars - 1))]
+    if hi > lo:
+        window_classes = _BY_RANK[np.maximum.reduceat(_RANK[classes[:size]], np.minimum(local_starts, size - 1))]
     else:
-        tok_classes = np.zeros(0, dtype=np.uint8)
+        window_classes = np.zeros(0, dtype=np.uint8)
+
+    window_ids = ids[lo:hi]
+    if cfg.strategy == "schema-forced":
+        json_found &= _mask_forced(tokenizer, schema or cfg.schema, window_ids, starts, ends, spans, tok_trained, name)
 
     special = _special_ids(tokenizer)
     for _, e in spans:
-        eot = _end_of_turn(ids, starts, ends, text, e, special)
+        eot = _end_of_turn(window_ids, starts, ends, text, e, special)
         tok_trained[eot] = True
-        tok_classes[eot] = np.where(tok_reply[eot], tok_classes[eot], END_OF_TURN)
+        window_classes[eot] = np.where(tok_reply[eot], window_classes[eot], END_OF_TURN)
 
-    ids_arr = np.asarray(ids, dtype=np.int64)
-    weighted = tok_reply & ~tok_trained if cfg.structural_weight > 0 else np.zeros(len(ids), dtype=bool)
-    labels = np.where(tok_trained | weighted, ids_arr, -100)
-    weights = np.where(tok_trained, 1.0, np.where(weighted, cfg.structural_weight, 0.0))
+    weighted = tok_reply & ~tok_trained if cfg.structural_weight > 0 else np.zeros(hi - lo, dtype=bool)
+    # Outside the window every token is prompt: masked, weight 0.
+    labels, weights = [-100] * n, [0.0] * n
+    labels[lo:hi] = np.where(tok_trained | weighted, np.asarray(window_ids, dtype=np.int64), -100).tolist()
+    weights[lo:hi] = np.where(tok_trained, 1.0, np.where(weighted, cfg.structural_weight, 0.0)).tolist()
+    tok_classes = np.zeros(n, dtype=np.uint8)
+    tok_classes[lo:hi] = window_classes
 
     truncated = max_length is not None and len(ids) > max_length
     if truncated:
@@ -243,8 +316,8 @@ def build_example(
     return {
         "input_ids": list(ids),
         "attention_mask": [1] * len(ids),
-        "labels": labels.tolist(),
-        "loss_weights": weights.tolist(),
+        "labels": labels,
+        "loss_weights": weights,
         "token_classes": tok_classes,
         "json_found": bool(json_found),
         "truncated": bool(truncated),

@@ -40,7 +40,7 @@ TRAINED_CLASSES: dict[str, frozenset[int]] = {
     "moderate": frozenset(_VALUES | {OTHER}),
     "aggressive": frozenset(_VALUES),
 }
-STRATEGIES = ("none", "conservative", "moderate", "aggressive", "custom")
+STRATEGIES = ("none", "conservative", "moderate", "aggressive", "custom", "schema-forced")
 TRAIN_ON = ("all_assistant", "last_assistant")
 
 
@@ -56,19 +56,24 @@ class MaskConfig:
         strategy: ``none`` trains the whole reply (response-only); ``conservative`` masks
             JSON punctuation and whitespace; ``moderate`` also masks keys; ``aggressive``
             trains only JSON values; ``custom`` trains only the capture groups of
-            ``semantic_patterns``.
+            ``semantic_patterns``; ``schema-forced`` masks the tokens the decoding grammar
+            of ``schema`` forces.
         semantic_patterns: Regexes over the reply for ``custom`` (the whole match where
             a pattern has no group), e.g. ``'"contents":\\s*"([^"]*)"'``.
         structural_weight: Loss weight of the reply tokens a strategy masks. 0 masks them
             (label -100); a value in (0, 1] keeps their label at this weight.
         train_on: ``all_assistant`` trains every assistant turn, ``last_assistant`` only
             the final one. A message with ``"weight": 0`` is never trained.
+        schema: For ``schema-forced``: the JSON schema of the replies (the one constrained
+            decoding uses); the reply tokens its grammar forces are masked. Can also be
+            given per example to ``build_example``.
     """
 
     strategy: str = "none"
     semantic_patterns: tuple[str, ...] = ()
     structural_weight: float = 0.0
     train_on: str = "all_assistant"
+    schema: dict | None = field(default=None, compare=False)
     _compiled: tuple[re.Pattern, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -121,8 +126,8 @@ def reply_char_masks(reply: str, cfg: MaskConfig) -> tuple[np.ndarray, np.ndarra
                     if m.start(g) >= 0:
                         trained[m.start(g) : m.end(g)] = 1
         return classes, trained, found
-    if not found:
-        return classes, np.ones(len(reply), dtype=np.uint8), False
+    if not found or cfg.strategy == "schema-forced":  # schema-forced decides per token, later
+        return classes, np.ones(len(reply), dtype=np.uint8), found
     return classes, cfg.trained_lut[classes], True
 
 

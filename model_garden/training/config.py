@@ -33,7 +33,7 @@ class TrainConfig:
     output: str = _opt("outputs/run", "Output folder (adapter, config, logs, checkpoints)")
     vision: bool = _opt(False, "Train a vision-language model (set by train-vision)")
     # what carries loss
-    mask_strategy: str = _opt("none", "none | conservative | moderate | aggressive | custom")
+    mask_strategy: str = _opt("none", "none | conservative | moderate | aggressive | custom | schema-forced")
     use_selective_loss: bool = _opt(False, "The notes' switch: conservative masking, or custom with --semantic-patterns")
     semantic_patterns: list[str] = field(
         default_factory=list, metadata={"help": "Regexes whose capture groups are trained (custom strategy)"}
@@ -42,6 +42,7 @@ class TrainConfig:
     structural_weight_schedule: str | None = _opt(None, "e.g. linear:1.0->0.0 (format first, then values)")
     structural_keep_prob: float = _opt(0.0, "Probability a masked structural token is kept in the loss, per batch")
     train_on: str = _opt("all_assistant", "all_assistant | last_assistant")
+    schema: str | None = _opt(None, "Reply JSON Schema for schema-forced (default: schema.json beside the data, or the prompt's)")
     # optimisation
     epochs: float = _opt(1.0, "Passes over the training data")
     max_steps: int = _opt(-1, "Stop after this many optimizer steps (overrides --epochs)")

@@ -17,7 +17,8 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from model_garden.data.images import ImageError, ImagePolicy, load_image
-from model_garden.data.jsonl import DataError, JsonlDataset
+from model_garden.data.jsonl import DataError
+from model_garden.data.schema import schema_for
 from model_garden.masking import MaskConfig, MaskingError, build_example, is_processor
 from model_garden.masking.inspect import MaskStats
 from model_garden.masking.render import normalize
@@ -45,6 +46,8 @@ class MaskedDataset(Dataset):
         cfg: The masking policy.
         max_length: Truncation.
         policy: Where images may come from (default: the dataset's folder).
+        schema: Reply schema for ``schema-forced``; without it each record's own (the one
+            its prompt carries) is used.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class MaskedDataset(Dataset):
         cfg: MaskConfig,
         max_length: int | None = None,
         policy: ImagePolicy | None = None,
+        schema: dict | None = None,
     ):
         self.records = records
         self.processing = processing
@@ -62,6 +66,7 @@ class MaskedDataset(Dataset):
         self.policy = policy or ImagePolicy(base_dir=getattr(records, "path", Path.cwd() / "x").parent)
         self.multimodal = is_processor(processing)
         self.indices = list(range(len(records)))
+        self.schema = schema
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -79,8 +84,18 @@ class MaskedDataset(Dataset):
         if self.multimodal:
             conv = normalize(messages, self.cfg, multimodal=True, example=where)
             images = [load_image(ref, where=where, policy=self.policy) for ref in conv.images]
+        schema = None
+        if self.cfg.strategy == "schema-forced":
+            schema = self.schema or schema_for(None, messages)
         return build_example(
-            self.processing, messages, self.cfg, images=images, max_length=self.max_length, example=where, processor_kwargs=kwargs
+            self.processing,
+            messages,
+            self.cfg,
+            images=images,
+            max_length=self.max_length,
+            example=where,
+            processor_kwargs=kwargs,
+            schema=schema,
         )
 
     def where(self, record_idx: int) -> str:

@@ -95,7 +95,15 @@ def weighted_lm_loss(
         # Still touch the graph so every data-parallel rank runs the same backward.
         return (hidden.sum() + head.weight.sum()) * 0.0
     norm = torch.as_tensor(normaliser, dtype=torch.float32, device=hidden.device).clamp_min(1e-8)
-    return _ChunkedLinearCE.apply(rows, head.weight, head.bias, targets[keep], weights[keep], norm, chunk)
+    return _ChunkedLinearCE.apply(rows, head.weight, _bias(head), targets[keep], weights[keep], norm, chunk)
+
+
+def _bias(head: torch.nn.Module) -> torch.Tensor | None:
+    """The output layer's bias. PEFT's trainable-tokens wrapper (new token rows trained with
+    LoRA) exposes only the merged ``weight``; the bias stays on the layer it wraps."""
+    if hasattr(head, "bias"):
+        return head.bias
+    return getattr(getattr(head, "original_module", None), "bias", None)
 
 
 def reference_lm_loss(logits: torch.Tensor, labels: torch.Tensor, loss_weights: torch.Tensor, normaliser: float) -> torch.Tensor:

@@ -151,7 +151,12 @@ def train(
     )
     if train_records is None:
         train_records = JsonlDataset(cfg.dataset, skip_bad_lines=True)
-    train_data = MaskedDataset(train_records, processing, cfg.mask_config(), cfg.max_length, policy)
+    schema = None
+    if cfg.mask_strategy == "schema-forced":
+        from model_garden.data.schema import schema_for
+
+        schema = schema_for(cfg.dataset, None, cfg.schema)
+    train_data = MaskedDataset(train_records, processing, cfg.mask_config(), cfg.max_length, policy, schema=schema)
     scan = train_data.prescan(skip_bad_lines=cfg.skip_bad_lines)
     if not len(train_data):
         raise ValueError(f"--dataset {cfg.dataset or 'records'}: no usable example")

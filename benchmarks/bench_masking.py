@@ -1,0 +1,146 @@
+"""How much ``build_example`` costs over plain chat-template tokenization, and how it
+compares with the design notes' prefix re-encoding mask.
+
+Examples are SROIE receipts read from ``../shared/data/sroie`` (never copied): the
+prompt is the receipt's OCR text, the reply its gold JSON; about 400-600 SmolLM2 tokens
+each. Every method runs over the same examples; each timing is the best of ``--repeat``
+passes (the machine is shared, and the minimum is the least disturbed).
+
+* ``plain``: ``apply_chat_template(messages, tokenize=False)`` then ``tokenizer(text)``:
+  what any SFT trainer pays anyway.
+* ``plain + a second apply_chat_template``: the engine's floor; it renders each chat
+  twice (once with sentinels in place of the replies) to locate replies exactly.
+* ``build_example (strategy)``: the engine (renders, tokenizes once with offsets, masks).
+* ``reference``: plain tokenization plus the notes' ``_create_structural_mask``: for each
+  structural regex match, re-encode the prefix up to the match's start and end to find
+  its token positions; over the reply alone, and over the whole decoded example as the
+  notes' collator does (its labels are the whole sequence).
+
+Run: ``python benchmarks/bench_masking.py [--n 100] [--repeat 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from model_garden.jsonfmt import dumps
+from model_garden.masking import MaskConfig, build_example
+from model_garden.models import load_processing
+
+SHARED = Path(os.environ.get("MODEL_GARDEN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+PROMPT = "Extract the company, date, address and total of this receipt as JSON.\n\n"
+# The notes' STRUCTURAL_PATTERNS (punctuation and schema keys).
+STRUCTURAL_PATTERNS = [r"[\{\}\[\]:,]", r'"(\w+)":\s*']
+STRATEGIES = {
+    "none": MaskConfig(strategy="none"),
+    "conservative": MaskConfig(strategy="conservative"),
+    "moderate": MaskConfig(strategy="moderate"),
+    "aggressive": MaskConfig(strategy="aggressive"),
+    "custom": MaskConfig(strategy="custom", semantic_patterns=(r'"(?:company|total)":\s*"([^"]*)"',)),
+}
+
+
+def sroie_chats(root: Path, n: int) -> list[list[dict]]:
+    """The first ``n`` receipts as chats: OCR lines in, gold JSON out."""
+    chats = []
+    for key in sorted((root / "key").glob("*.json"))[:n]:
+        lines = (root / "box" / f"{key.stem}.csv").read_text(encoding="utf-8", errors="replace").splitlines()
+        ocr = "\n".join(line.split(",", 8)[8] for line in lines if line.count(",") >= 8)
+        gold = json.loads(key.read_text(encoding="utf-8"))
+        chats.append([{"role": "user", "content": PROMPT + ocr}, {"role": "assistant", "content": dumps(gold)}])
+    return chats
+
+
+def plain(tok, messages):
+    return tok(tok.apply_chat_template(messages, tokenize=False))["input_ids"]
+
+
+def prefix_mask(tok, text: str) -> list[bool]:
+    """The notes' ``_create_structural_mask``: re-encode ``text`` up to each structural
+    match to find the match's token positions (quadratic in the text's length)."""
+    n = len(tok.encode(text))
+    mask = [False] * n
+    for pattern in STRUCTURAL_PATTERNS:
+        for m in re.finditer(pattern, text):
+            start = len(tok.encode(text[: m.start()]))
+            end = len(tok.encode(text[: m.end()]))
+            for i in range(start, min(end, n)):
+                mask[i] = True
+    return mask
+
+
+def reference_reply(tok, messages):
+    """Plain tokenization, then the notes' mask over the reply alone."""
+    return plain(tok, messages), prefix_mask(tok, messages[-1]["content"])
+
+
+def reference_example(tok, messages):
+    """Plain tokenization, then the notes' mask over the decoded labels; in the notes'
+    collator the labels are the whole example (only padding is -100 there)."""
+    ids = plain(tok, messages)
+    return ids, prefix_mask(tok, tok.decode(ids))
+
+
+def best_times(methods: dict, chats, repeat: int) -> dict[str, float]:
+    """Best seconds per pass for each method; methods take turns within each repeat, so
+    a burst of load on the shared machine does not fall on one method only."""
+    best = dict.fromkeys(methods, float("inf"))
+    for _ in range(repeat):
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            for messages in chats:
+                fn(messages)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100, help="receipts to use")
+    parser.add_argument("--repeat", type=int, default=5, help="passes per method; the best is kept")
+    args = parser.parse_args()
+
+    tok = load_processing("smollm2-135m")
+    chats = sroie_chats(SHARED / "data" / "sroie", args.n)
+    lengths = [len(plain(tok, c)) for c in chats]
+    for messages in chats[:3]:  # warm caches (template compilation, special ids)
+        build_example(tok, messages, STRATEGIES["conservative"])
+
+    methods = {
+        "plain apply_chat_template + tokenize": lambda m: plain(tok, m),
+        "plain + a second apply_chat_template": lambda m: (tok.apply_chat_template(m, tokenize=False), plain(tok, m)),
+    }
+    for name, cfg in STRATEGIES.items():
+        methods[f"build_example ({name})"] = lambda m, c=cfg: build_example(tok, m, c)
+    methods["reference: prefix re-encoding of the reply"] = lambda m: reference_reply(tok, m)
+    times = best_times(methods, chats, args.repeat)
+    times.update(best_times({"reference: prefix re-encoding of the example": lambda m: reference_example(tok, m)}, chats, 1))
+    rows = list(times.items())
+
+    base = rows[0][1]
+    worst = max(t for name, t in rows if name.startswith("build_example"))
+    table = Table(title=f"{len(chats)} SROIE chats, {statistics.mean(lengths):.0f} tokens on average ({min(lengths)}-{max(lengths)})")
+    table.add_column("method")
+    table.add_column("ms / example", justify="right")
+    table.add_column("x plain", justify="right")
+    table.add_column("x slowest build_example", justify="right")
+    for name, seconds in rows:
+        table.add_row(name, f"{1000 * seconds / len(chats):.3f}", f"{seconds / base:.2f}", f"{seconds / worst:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"slowest build_example / plain: {worst / base:.2f}x (goal <= 1.15x)")
+    for name, seconds in rows[-2:]:
+        console.print(f"{name} / slowest build_example: {seconds / worst:.1f}x (goal >= 50x)")
+
+
+if __name__ == "__main__":
+    main()
