@@ -16,6 +16,7 @@ Training and inference share this module: ``render_chat`` builds training text,
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,13 +97,28 @@ def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bo
     if not assistant_idx:
         raise MaskingError(f"{example}: no assistant message to train on")
     conv = Conversation(messages=[], sentinel_messages=[])
+    last = assistant_idx[-1]
     for i, msg in enumerate(messages):
-        where = f"{example}, message {i}"
         if not isinstance(msg, dict) or msg.get("role") not in ROLES:
             role = msg.get("role") if isinstance(msg, dict) else msg
-            raise MaskingError(f"{where}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
-        role = msg["role"]
-        parts = _parts(msg.get("content"), where)
+            raise MaskingError(f"{example}, message {i}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        role, content = msg["role"], msg.get("content")
+        trained = role == "assistant" and msg.get("weight", 1) != 0 and (cfg.train_on == "all_assistant" or i == last)
+        if isinstance(content, str) and not multimodal:  # the common case, kept cheap
+            extra = {k: v for k, v in msg.items() if k != "content" and k != "weight"}
+            conv.messages.append({**extra, "content": content})
+            if role == "assistant":
+                if trained and not content.strip():
+                    raise MaskingError(f"{example}, message {i}: the assistant reply is empty")
+                extra["content"] = _SENTINEL.format(len(conv.pieces))
+                conv.pieces.append(content)
+                conv.trained.append(trained)
+            else:
+                extra["content"] = content
+            conv.sentinel_messages.append(extra)
+            continue
+        where = f"{example}, message {i}"
+        parts = _parts(content, where)
         media = [p for p in parts if p["type"] != "text"]
         if media and not multimodal:
             raise MaskingError(f"{where}: has {media[0]['type']} content but the model is text-only")
@@ -123,14 +139,11 @@ def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bo
             if role == "assistant":
                 sent.append({"type": "text", "text": _SENTINEL.format(len(conv.pieces))})
                 conv.pieces.append(text)
-                is_last = i == assistant_idx[-1]
-                weight = msg.get("weight", 1)
-                conv.trained.append(weight != 0 and (cfg.train_on == "all_assistant" or is_last))
+                conv.trained.append(trained)
             else:
                 sent.append(dict(real[-1]))
-        if role == "assistant" and not "".join(p["text"] for p in parts).strip():
-            if msg.get("weight", 1) != 0 and (cfg.train_on == "all_assistant" or i == assistant_idx[-1]):
-                raise MaskingError(f"{where}: the assistant reply is empty")
+        if trained and not "".join(p["text"] for p in parts).strip():
+            raise MaskingError(f"{where}: the assistant reply is empty")
         extra = {k: v for k, v in msg.items() if k not in ("content", "weight")}
         if multimodal:
             conv.messages.append({**extra, "content": real})
@@ -141,9 +154,60 @@ def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bo
     return conv
 
 
-def _template(owner: Any, messages: list[dict[str, Any]], example: str, **kwargs: Any) -> str:
+_PROBE = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Say {\"a\": 1}\n"},
+    {"role": "assistant", "content": " {\"a\": 1} "},
+    {"role": "user", "content": "Again."},
+]
+_DIRECT: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def _direct_renderer(owner: Any) -> Any:
+    """The owner's compiled template as a plain function, when it renders exactly like
+    ``apply_chat_template`` (checked once per owner); ``None`` otherwise.
+
+    ``apply_chat_template`` spends about as long converting its arguments as the
+    template takes to render, and masking renders every chat twice.
+    """
     try:
-        return owner.apply_chat_template(messages, tokenize=False, **kwargs)
+        return _DIRECT[owner]
+    except KeyError:
+        pass
+    except TypeError:  # not weak-referenceable
+        return None
+    direct = None
+    template = getattr(owner, "chat_template", None)
+    if isinstance(template, str):
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template
+
+            compiled = _compile_jinja_template(template)
+            tok = owner.tokenizer if hasattr(owner, "tokenizer") and hasattr(owner, "image_processor") else owner
+            extra = dict(getattr(tok, "special_tokens_map", {}))
+
+            def direct(messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
+                return compiled.render(messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **extra)
+
+            for generation in (False, True):
+                probe = _PROBE if generation else _PROBE[:3]
+                if hasattr(owner, "image_processor"):
+                    probe = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in probe]
+                if direct(probe, generation) != owner.apply_chat_template(probe, tokenize=False, add_generation_prompt=generation):
+                    direct = None
+                    break
+        except Exception:  # any doubt: keep transformers' own path
+            direct = None
+    _DIRECT[owner] = direct
+    return direct
+
+
+def _template(owner: Any, messages: list[dict[str, Any]], example: str, add_generation_prompt: bool = False) -> str:
+    try:
+        direct = _direct_renderer(owner)
+        if direct is not None:
+            return direct(messages, add_generation_prompt)
+        return owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     except Exception as exc:  # jinja raises its own errors, e.g. "roles must alternate"
         raise MaskingError(f"{example}: the chat template failed: {exc}") from exc
 
