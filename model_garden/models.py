@@ -124,15 +124,17 @@ def is_vision_model(path: str) -> bool:
 def load_processing(spec: str | None = None, *, vision: bool | None = None) -> Any:
     """Load the tokenizer (text models) or processor (vision-language models).
 
-    Vision processors use the PIL image processors, which need no torchvision.
+    Vision processors use the PIL image processors, which need no torchvision; a
+    Qwen2-VL / Qwen2.5-VL processor gets ``QwenVideoProcessorPil`` where torchvision's
+    video processor is missing (see ``model_garden.vision_compat``).
     """
     path = resolve_model(spec)
     if vision is None:
         vision = is_vision_model(path)
     if vision:
-        from transformers import AutoProcessor
+        from model_garden.vision_compat import load_vision_processor
 
-        return AutoProcessor.from_pretrained(path, backend="pil")
+        return load_vision_processor(path)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
 from model_garden.cli.common import console, user_errors
 from model_garden.training.config import TrainConfig
@@ -26,24 +27,32 @@ def _option_type(tp: Any) -> Any:
     return Optional[tp]
 
 
-def _signature() -> inspect.Signature:
-    hints = typing.get_type_hints(TrainConfig)
-    params = [
-        inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[Optional[Path], typer.Option(help="YAML file of these options; flags override it")],
-        )
-    ]
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in _HIDDEN:
+CONFIG_OPTION = inspect.Parameter(
+    "config",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[Optional[Path], typer.Option(help="YAML file of these options; flags override it")],
+)
+
+
+def config_options(config_cls: type, skip: set[str] | frozenset[str] = frozenset()) -> list[inspect.Parameter]:
+    """One option per field of a config dataclass, help from the field's metadata. Each
+    defaults to None (not given), so the YAML file and the dataclass defaults apply."""
+    hints = typing.get_type_hints(config_cls)
+    params = []
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
             continue
         tp = _option_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else "[]"
-        option = typer.Option(help=f"{f.metadata.get('help', '')} [default: {default}]", show_default=False)
+        # Escaped: typer renders help as rich markup, which would swallow "[default: 4]" and "[start, end]".
+        option = typer.Option(help=escape(f"{f.metadata.get('help', '')} [default: {default}]"), show_default=False)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[tp, option]))
-    return inspect.Signature(params)
+    return params
+
+
+def _signature() -> inspect.Signature:
+    return inspect.Signature([CONFIG_OPTION, *config_options(TrainConfig, _HIDDEN)])
 
 
 def _make(vision: bool):

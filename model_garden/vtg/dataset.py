@@ -19,7 +19,8 @@ tokens and evaluation use), or the file's when the annotations have none.
 How the video reaches the model (``frames_as``):
 
 * ``"video"`` (default): one ``{"type": "video", "video": [frames]}`` part, Qwen2-VL's
-  native video input. Its processor needs torchvision's video processor.
+  native video input (without torchvision, through ``model_garden.vision_compat``), with
+  the clip's sampling rate in ``processor_kwargs`` (``video_metadata``).
 * ``"images"``: one image part per frame, each after a ``"1.88s:"`` text part; works with
   image-only processors (the PIL ones, e.g. where torchvision is missing).
 * ``"path"``: the part holds the file path, for processors that decode and sample videos
@@ -57,6 +58,14 @@ def time_instruction(duration: float, timestamps: Sequence[float] | None) -> str
         f"The video lasts for {duration:.2f} seconds, and {len(timestamps)} frames are uniformly sampled from it. "
         f"These frames are located at {located}."
     )
+
+
+def video_metadata(num_frames: int, duration: float) -> dict[str, Any]:
+    """transformers' ``video_metadata`` for ``num_frames`` frames sampled uniformly over
+    ``duration`` seconds. Its ``sampled_fps`` (``num_frames / duration``) is what
+    Qwen2.5-VL's processor turns into ``second_per_grid_ts``, the seconds each temporal
+    patch spans, so video tokens sit at their real times whatever the clip's length."""
+    return {"total_num_frames": num_frames, "fps": num_frames / duration, "frames_indices": list(range(num_frames)), "duration": duration}
 
 
 def format_seconds_answer(start: float, end: float, decimals: int = 1) -> str:
@@ -162,7 +171,9 @@ class VideoTemporalSFTDataset:
     def __getitem__(self, idx: int) -> dict[str, Any]:
         """Sample ``idx``: ``messages`` (user: video + prompt, assistant: answer), and
         ``video_id``, ``query``, ``start``, ``end``, ``duration``, ``timestamps``
-        (``None`` for ``frames_as="path"``) and ``where`` (annotation file:line)."""
+        (``None`` for ``frames_as="path"``), ``where`` (annotation file:line) and
+        ``processor_kwargs`` (for ``frames_as="video"``, the clip's ``video_metadata``,
+        which ``build_example`` passes to the processor; else ``None``)."""
         if not -len(self) <= idx < len(self):
             raise IndexError(f"index {idx} out of range for {len(self)} samples")
         idx %= len(self)
@@ -170,6 +181,7 @@ class VideoTemporalSFTDataset:
         source = self.video_path(idx)
         prompt = self.selector.format(moment.query, idx)
         timestamps: list[float] | None = None
+        processor_kwargs: dict[str, Any] | None = None
         if self.frames_as == "path":
             if source.is_dir():
                 raise VideoError(f"{moment.where}: frames_as='path' needs a video file, {source} is a frame folder")
@@ -186,6 +198,7 @@ class VideoTemporalSFTDataset:
                 )
             if self.frames_as == "video":
                 media = [{"type": "video", "video": sampled.frames}]
+                processor_kwargs = {"video_metadata": [video_metadata(len(timestamps), duration)]}
             else:
                 media = []
                 for t, frame in zip(timestamps, sampled.frames):
@@ -203,6 +216,7 @@ class VideoTemporalSFTDataset:
             "duration": duration,
             "timestamps": timestamps,
             "where": moment.where,
+            "processor_kwargs": processor_kwargs,
         }
 
 
