@@ -53,8 +53,13 @@ def _use_bf16(setting: str) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def build_model(cfg: TrainConfig, vision: bool, model: Any = None) -> Any:
-    """Load the base model (unless given) and wrap it in a LoRA adapter unless full fine-tuning."""
+def build_model(cfg: TrainConfig, vision: bool, model: Any = None, trainable_token_ids: list[int] | None = None) -> Any:
+    """Load the base model (unless given) and wrap it in a LoRA adapter unless full fine-tuning.
+
+    ``trainable_token_ids`` (tokens added to the vocabulary, e.g. temporal tokens) get
+    trainable embedding rows in the adapter (PEFT trainable tokens; an untied output
+    layer gets the same rows), saved with it as full values.
+    """
     import torch
     from transformers import set_seed
 
@@ -69,11 +74,19 @@ def build_model(cfg: TrainConfig, vision: bool, model: Any = None) -> Any:
         return model
     from peft import LoraConfig, get_peft_model
 
+    indices: list[int] | dict[str, list[int]] | None = None
+    if trainable_token_ids:
+        indices = sorted(set(trainable_token_ids))
+        inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
+        if outputs is not None and outputs.weight is not inputs.weight:
+            names = {id(m): n for n, m in model.named_modules()}
+            indices = {names[id(inputs)]: indices, names[id(outputs)]: indices}
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.lora_target or DEFAULT_LORA_TARGET,
+        trainable_token_indices=indices,
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
@@ -100,6 +113,7 @@ def train(
     processing: Any = None,
     train_records: Any = None,
     eval_records: Any = None,
+    trainable_token_ids: list[int] | None = None,
 ) -> TrainResult:
     """Train as configured; see the module docstring for what lands in ``cfg.output``.
 
@@ -113,6 +127,7 @@ def train(
         train_records: Records to train on instead of ``cfg.dataset`` (a sequence of dicts
             with ``messages``, e.g. ``VideoTemporalSFTDataset``).
         eval_records: Likewise instead of ``cfg.eval_dataset``.
+        trainable_token_ids: Added tokens whose embedding rows the adapter trains.
     """
     from transformers import PrinterCallback, TrainingArguments, set_seed
     from transformers.integrations import TensorBoardCallback
@@ -179,7 +194,7 @@ def train(
         eval_data = MaskedDataset(eval_records, processing, value_mask, cfg.max_length, eval_policy)
         eval_data.prescan(skip_bad_lines=True)
 
-    model = build_model(cfg, vision, model)
+    model = build_model(cfg, vision, model, trainable_token_ids)
     report_to = [] if cfg.report_to in ("none", "tensorboard") else [cfg.report_to]
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),

@@ -31,45 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from transformers import TrainerCallback
 
 from model_garden.training.config import TrainConfig
 from model_garden.vtg.config import VTG_CONFIG_FILE, VTGConfig
 from model_garden.vtg.dataset import VideoTemporalSFTDataset
 from model_garden.vtg.temporal_tokens import BOX_END, BOX_START
-
-
-class TrainAddedTokens(TrainerCallback):
-    """Give the LoRA adapter trainable rows for tokens added to the vocabulary.
-
-    ``train`` builds the adapter itself, so the rows are added once the trainer holds the
-    model and before it creates the optimizer (``on_init_end``), with PEFT's trainable
-    tokens: only these rows train, they are saved in the adapter as full values, and a
-    tied output layer follows them. A fully fine-tuned model trains every row already.
-
-    Args:
-        token_ids: The added tokens' ids.
-    """
-
-    def __init__(self, token_ids: list[int]):
-        self.token_ids = sorted(set(token_ids))
-
-    def on_init_end(self, args, state, control, model=None, **kwargs):
-        if model is None or not hasattr(model, "peft_config"):
-            return
-        from peft.tuners.tuners_utils import BaseTuner
-        from peft.utils import set_additional_trainable_modules
-
-        base = model.get_base_model()
-        inputs, outputs = base.get_input_embeddings(), base.get_output_embeddings()
-        names = {id(m): n for n, m in base.named_modules()}
-        indices: list[int] | dict[str, list[int]] = self.token_ids
-        if outputs is not None and outputs.weight is not inputs.weight:
-            indices = {names[id(inputs)]: self.token_ids, names[id(outputs)]: self.token_ids}
-        name = model.active_adapter
-        config = model.peft_config[name]
-        config.trainable_token_indices = indices
-        set_additional_trainable_modules(base, config, BaseTuner.get_model_config(model), name)
 
 
 def _check_videos(dataset: VideoTemporalSFTDataset, flag: str) -> None:
@@ -137,12 +103,21 @@ def train_vtg(
         processor, model = load_processing(path, vision=True), load_model(path, vision=True)
     if not is_processor(processor):
         raise ValueError(f"--base-model {cfg.base_model}: train-vtg needs a vision-language processor, got {type(processor).__name__}")
-    extra = list(callbacks or [])
+    added: list[int] = []
     if vtg.use_temporal_tokens:
         bins = add_temporal_tokens(processor, model, vtg.num_time_bins)
         boxes = processor.tokenizer.convert_tokens_to_ids([BOX_START, BOX_END])
-        extra.append(TrainAddedTokens([*bins, *boxes]))
+        added = [*bins, *boxes]
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     dataclasses.replace(vtg, template_seed=seed).save(out / VTG_CONFIG_FILE)
-    return train(cfg, console=console, callbacks=extra, model=model, processing=processor, train_records=train_data, eval_records=eval_data)
+    return train(
+        cfg,
+        console=console,
+        callbacks=callbacks,
+        model=model,
+        processing=processor,
+        train_records=train_data,
+        eval_records=eval_data,
+        trainable_token_ids=added,
+    )
