@@ -176,7 +176,7 @@ def _direct_renderer(owner: Any) -> Any:
         pass
     except TypeError:  # not weak-referenceable
         return None
-    direct = None
+    renderer = None
     template = getattr(owner, "chat_template", None)
     if isinstance(template, str):
         try:
@@ -189,17 +189,18 @@ def _direct_renderer(owner: Any) -> Any:
             def direct(messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
                 return compiled.render(messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **extra)
 
+            renderer = direct
             for generation in (False, True):
                 probe = _PROBE if generation else _PROBE[:3]
                 if hasattr(owner, "image_processor"):
                     probe = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in probe]
                 if direct(probe, generation) != owner.apply_chat_template(probe, tokenize=False, add_generation_prompt=generation):
-                    direct = None
+                    renderer = None
                     break
         except Exception:  # any doubt: keep transformers' own path
-            direct = None
-    _DIRECT[owner] = direct
-    return direct
+            renderer = None
+    _DIRECT[owner] = renderer
+    return renderer
 
 
 def _template(owner: Any, messages: list[dict[str, Any]], example: str, add_generation_prompt: bool = False) -> str:

@@ -22,10 +22,8 @@ from model_garden.masking.json_spans import (
     LITERAL,
     NUMBER,
     OTHER,
-    PUNCT,
     STRING,
     VALUE_QUOTE,
-    WHITESPACE,
     classify,
 )
 
