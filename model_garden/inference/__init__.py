@@ -1,0 +1,2 @@
+"""Inference: schema-constrained decoding (``constrained``) and batch prediction over a
+dataset (``predict``)."""

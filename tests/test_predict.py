@@ -1,0 +1,174 @@
+"""``predict``: training folders with a LoRA adapter, plain model folders, vision models,
+the schema lookup, incremental output and the CLI.
+
+Run: ``.venv/bin/python -m pytest tests/test_predict.py -q``
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from model_garden.cli import app
+from model_garden.cli.common import BUNDLED_EXAMPLE
+from model_garden.data.forms import make_forms
+from model_garden.inference.predict import generate_batch, load_for_inference, logit_width, predict
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _write_jsonl(path: Path, users: list) -> Path:
+    rows = [{"messages": [{"role": "user", "content": u}, {"role": "assistant", "content": "{}"}]} for u in users]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """A random 2-layer Llama over the SmolLM2 vocabulary, saved as a plain HF folder."""
+    from model_garden.testing.models import tiny_text_model
+
+    folder = tmp_path_factory.mktemp("tiny")
+    tiny_text_model(smollm2_tokenizer).save_pretrained(folder)
+    smollm2_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def schema_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("schema") / "schema.json"
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
+    path.write_text(json.dumps(schema), encoding="utf-8")
+    return path
+
+
+def test_lora_training_folder_predicts_like_its_base(tmp_path, smollm2_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    from model_garden.data.jsonl import JsonlDataset
+    from model_garden.data.schema import schema_for
+    from model_garden.masking import render_prompt
+    from model_garden.models import load_model
+
+    base = load_model("smollm2-135m").eval()
+    data = JsonlDataset(BUNDLED_EXAMPLE)
+    prompts = [render_prompt(smollm2_tokenizer, data[i].messages, multimodal=False)[0] for i in (0, 1)]
+    schemas = [schema_for(BUNDLED_EXAMPLE, data[i]) for i in (0, 1)]
+    expected = generate_batch(base, smollm2_tokenizer, prompts, schemas=schemas, max_new_tokens=8)
+
+    run = tmp_path / "run"
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(run)
+    smollm2_tokenizer.save_pretrained(run)
+    config = json.loads((run / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "smollm2-135m"  # an alias, resolved like --base-model
+    (run / "adapter_config.json").write_text(json.dumps(config))
+
+    stats = predict(run, BUNDLED_EXAMPLE, tmp_path / "preds.jsonl", batch_size=2, max_new_tokens=8, limit=2)
+    assert stats["examples"] == 2 and stats["new_tokens"] == 16
+    preds = _lines(tmp_path / "preds.jsonl")
+    assert [p["line"] for p in preds] == [1, 2]
+    assert all(p["constrained"] and p["output"].startswith('{"Marque": ') for p in preds)
+    # A freshly initialised LoRA adds nothing: the merged model says what the base says.
+    assert [(p["output"], p["new_tokens"]) for p in preds] == expected
+
+
+def test_adapter_is_merged_into_its_base_folder(tmp_path, tiny_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    trained = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    trained.save_pretrained(tmp_path / "run")  # records tiny_dir as the base; no tokenizer saved here
+    ids = torch.tensor([[1, 42, 7, 99]])
+    with torch.inference_mode():
+        want = trained(input_ids=ids).logits
+
+    model, tokenizer = load_for_inference(tmp_path / "run")
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert len(tokenizer) == 49152  # the base folder's tokenizer
+    with torch.inference_mode():
+        torch.testing.assert_close(model(input_ids=ids).logits, want, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(AutoModelForCausalLM.from_pretrained(tiny_dir)(input_ids=ids).logits, want, atol=1e-3)
+
+
+def test_plain_model_folder_with_schema_file(tmp_path, tiny_dir, schema_file):
+    data = _write_jsonl(tmp_path / "d.jsonl", ["a", "a much longer question than the first", "c"])
+    predict(tiny_dir, data, tmp_path / "p.jsonl", schema=schema_file, batch_size=2, max_new_tokens=10)
+    preds = _lines(tmp_path / "p.jsonl")
+    assert [p["line"] for p in preds] == [1, 2, 3]
+    assert {p["output"] for p in preds} <= {'{"ok": true}', '{"ok": false}'}
+    assert all(p["new_tokens"] < 10 for p in preds)  # the grammar ended each reply with EOS
+
+
+def test_unconstrained_needs_no_schema_but_constrained_does(tmp_path, tiny_dir):
+    data = _write_jsonl(tmp_path / "d.jsonl", ["no schema here"])
+    with pytest.raises(ValueError, match=r"d\.jsonl:1: no JSON schema .*--schema FILE.*--no-constrained"):
+        predict(tiny_dir, data, tmp_path / "p.jsonl", max_new_tokens=4)
+    predict(tiny_dir, data, tmp_path / "p.jsonl", constrained=False, max_new_tokens=4)
+    (pred,) = _lines(tmp_path / "p.jsonl")
+    assert pred["line"] == 1 and pred["constrained"] is False and pred["new_tokens"] <= 4
+
+
+def test_a_failing_batch_keeps_the_finished_ones(tmp_path, tiny_dir, schema_file):
+    image = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x.png"}}]
+    data = _write_jsonl(tmp_path / "d.jsonl", ["a", "b", image])
+    with pytest.raises(Exception, match=r"d\.jsonl:3.*text-only"):
+        predict(tiny_dir, data, tmp_path / "p.jsonl", schema=schema_file, batch_size=2, max_new_tokens=6)
+    assert [p["line"] for p in _lines(tmp_path / "p.jsonl")] == [1, 2]
+
+
+def test_vision_folder_on_forms_with_schema_beside_the_data(tmp_path):
+    from model_garden.testing.models import tiny_idefics3
+
+    model, processor = tiny_idefics3()
+    model.save_pretrained(tmp_path / "vlm")
+    processor.save_pretrained(tmp_path / "vlm")
+    make_forms(tmp_path / "forms", n=4)
+    predict(tmp_path / "vlm", tmp_path / "forms" / "vision" / "train.jsonl", tmp_path / "p.jsonl", batch_size=2, max_new_tokens=6, limit=2)
+    preds = _lines(tmp_path / "p.jsonl")
+    first_key = next(iter(json.loads((tmp_path / "forms" / "schema.json").read_text())["properties"]))
+    assert [p["line"] for p in preds] == [1, 2]
+    # The grammar forces this opening; an untrained model may spell it in any tokens.
+    forced = f'{{"{first_key}": {{"contents": '
+    assert all(forced.startswith(p["output"]) or p["output"].startswith(forced) for p in preds), preds
+
+
+def test_qwen2_vl_with_images_and_padded_logits(tmp_path):
+    from model_garden.data.images import load_image
+    from model_garden.data.jsonl import JsonlDataset
+    from model_garden.data.schema import schema_for
+    from model_garden.masking import render_prompt
+    from model_garden.testing.models import tiny_qwen2_vl
+
+    model, processor = tiny_qwen2_vl("2")
+    assert logit_width(model) == 151936 > len(processor.tokenizer)
+    make_forms(tmp_path, n=4)
+    data = JsonlDataset(tmp_path / "vision" / "train.jsonl")
+    prompts, images, schemas = [], [], []
+    for record in (data[0], data[1]):
+        text, conv = render_prompt(processor, record.messages, multimodal=True)
+        prompts.append(text)
+        images.append([load_image(ref) for ref in conv.images])
+        schemas.append(schema_for(data.path, record))
+    replies = generate_batch(model, processor, prompts, images=images, schemas=schemas, max_new_tokens=12)
+    first_key = next(iter(schemas[0]["properties"]))
+    forced = f'{{"{first_key}": {{"contents": '
+    assert all(n == 12 and (forced.startswith(text) or text.startswith(forced)) for text, n in replies), replies
+
+
+def test_cli(tmp_path, tiny_dir, schema_file):
+    data = _write_jsonl(tmp_path / "d.jsonl", ["a", "b"])
+    out = tmp_path / "p.jsonl"
+    args = ["predict", "--model", str(tiny_dir), "--dataset", str(data), "--out", str(out), "--max-new-tokens", "6"]
+    result = CliRunner().invoke(app, [*args, "--schema", str(schema_file), "--limit", "1", "--batch-size", "1"])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and [p["line"] for p in _lines(out)] == [1]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "no JSON schema" in result.output and "--no-constrained" in result.output
