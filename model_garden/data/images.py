@@ -41,6 +41,11 @@ class ImagePolicy:
     max_pixels: int = MAX_PIXELS
 
 
+def data_uri(data: bytes, mime: str) -> str:
+    """Inline image bytes as a ``data:<mime>;base64,`` URI (the form ``load_image`` reads)."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
 def _open(data: bytes | Path, where: str, max_pixels: int) -> Image.Image:
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:

@@ -1,0 +1,136 @@
+"""The JSON Schema of a dataset's answers: where to find it, and how prompts carry it.
+
+A schema is looked up, in order, in an explicit file (``--schema``), in ``schema.json``
+beside the dataset file or one folder up (where ``make-data`` writes it), in a
+``"schema"`` key of the record, and finally in the record's user prompt, where
+``embed_schema`` puts it. Predict and evaluate use it to constrain decoding and to check
+answers.
+
+Try it: ``python -m model_garden.data.schema DATASET.jsonl`` prints the schema found for
+the first record.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from model_garden.data.jsonl import Record
+
+SCHEMA_FILE = "schema.json"
+SCHEMA_INTRO = "Answer with JSON that follows this schema:"
+_DECODER = json.JSONDecoder()
+
+
+def embed_schema(schema: dict[str, Any]) -> str:
+    """The prompt sentence that hands a schema to the model (compact JSON, one line)."""
+    return f"{SCHEMA_INTRO}\n{json.dumps(schema, ensure_ascii=False, separators=(',', ':'))}"
+
+
+def _is_schema(obj: Any) -> bool:
+    if not isinstance(obj, dict) or not ("type" in obj or "properties" in obj):
+        return False
+    try:
+        Draft202012Validator.check_schema(obj)
+    except SchemaError:
+        return False
+    return True
+
+
+def find_embedded_schema(text: str) -> dict[str, Any] | None:
+    """The first top-level JSON object in ``text`` that is a JSON Schema (it has
+    ``type`` or ``properties`` and passes the metaschema), or ``None``."""
+    pos = text.find("{")
+    while pos >= 0:
+        try:
+            obj, end = _DECODER.raw_decode(text, pos)
+        except ValueError:
+            pos = text.find("{", pos + 1)
+            continue
+        if _is_schema(obj):
+            return obj
+        pos = text.find("{", end)  # objects nested in a non-schema object are not schemas either
+    return None
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    """Read and check a schema file.
+
+    Raises:
+        ValueError: naming the file, when it is not JSON or not a valid JSON Schema.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"schema file {path} not found")
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"schema file {path} is not JSON: {exc}") from None
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"schema file {path} is not a valid JSON Schema: {exc.message}") from None
+    return schema
+
+
+def _user_texts(messages: Sequence[dict[str, Any]]) -> list[str]:
+    texts = []
+    for msg in messages:
+        if not isinstance(msg, dict) or msg.get("role") != "user":
+            continue
+        content = msg.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return texts
+
+
+def schema_for(
+    dataset_path: str | Path | None,
+    record: Record | Sequence[dict[str, Any]] | None = None,
+    explicit: str | Path | None = None,
+) -> dict[str, Any] | None:
+    """Find the answer schema for a dataset (and one of its records).
+
+    Args:
+        dataset_path: The JSONL file; ``schema.json`` beside it or one folder up is used.
+        record: A record (or its messages) whose ``"schema"`` key or user prompt may hold
+            the schema when there is no file.
+        explicit: A schema file given by the user; it wins over everything else.
+
+    Returns:
+        The schema, or ``None`` when there is none anywhere.
+    """
+    if explicit is not None:
+        return load_schema(explicit)
+    if dataset_path is not None:
+        folder = Path(dataset_path).resolve().parent
+        for candidate in (folder / SCHEMA_FILE, folder.parent / SCHEMA_FILE):
+            if candidate.is_file():
+                return load_schema(candidate)
+    if record is None:
+        return None
+    if isinstance(record, Record):
+        if _is_schema(record.meta.get("schema")):
+            return record.meta["schema"]
+        messages = record.messages
+    else:
+        messages = record
+    for text in _user_texts(messages):
+        if (schema := find_embedded_schema(text)) is not None:
+            return schema
+    return None
+
+
+if __name__ == "__main__":
+    from model_garden.data.jsonl import iter_records
+
+    first = next(iter_records(sys.argv[1]))
+    print(json.dumps(schema_for(sys.argv[1], first), ensure_ascii=False, indent=2))
