@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from model_garden import jsonfmt
 from model_garden.cli import app
-from model_garden.data.forms import FIELDS, IMAGE_SIZE, make_forms, split_sizes
+from model_garden.data.forms import FIELDS, IMAGE_SIZE, make_forms, prompt_schema, split_sizes
 from model_garden.data.images import load_image
 from model_garden.data.schema import find_embedded_schema
 from model_garden.data.validate import validate_dataset
@@ -58,14 +58,17 @@ def test_prompts_embed_the_schema_and_transcription(forms):
     text = _lines(forms / "text" / "train.jsonl")[0]
     vision = _lines(forms / "vision" / "train.jsonl")[0]
     assert [m["role"] for m in text["messages"]] == ["system", "user", "assistant"]
-    assert find_embedded_schema(text["messages"][1]["content"]) == schema
+    # The prompt states the compact schema; every answer satisfies it and the strict one.
+    stated = find_embedded_schema(text["messages"][1]["content"])
+    assert stated == prompt_schema() and stated != schema
     answer = json.loads(text["messages"][2]["content"])
+    Draft202012Validator(stated).validate(answer)
     for f in FIELDS:  # the transcription shows each value after its code, or the code alone when blank
         contents = answer[f.key]["contents"]
         expected = f"\n{f.code}:" if contents is None else f"\n{f.code}: {contents}\n"
         assert expected in text["messages"][1]["content"] + "\n", (f.key, contents)
     part_text, part_image = vision["messages"][1]["content"]
-    assert find_embedded_schema(part_text["text"]) == schema
+    assert find_embedded_schema(part_text["text"]) == stated
     url = part_image["image_url"]["url"]
     assert url.startswith("data:image/png;base64,")
     assert load_image(url).size == IMAGE_SIZE

@@ -30,6 +30,7 @@ def compare(
     max_length: Annotated[Optional[int], typer.Option(help="Truncate examples to this many tokens")] = None,
     eval_steps: Annotated[Optional[int], typer.Option(help="Value-loss evaluation every N steps")] = None,
     lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank")] = None,
+    group_by_length: Annotated[Optional[bool], typer.Option(help="Batch examples of similar length together")] = None,
     semantic_patterns: Annotated[Optional[list[str]], typer.Option(help="Regex for a 'custom' strategy")] = None,
     decodings: Annotated[str, typer.Option(help="constrained,free")] = "constrained,free",
     predict_limit: Annotated[Optional[int], typer.Option(help="Decode only the first N eval examples")] = None,
@@ -48,7 +49,7 @@ def compare(
         overrides = dict(
             dataset=dataset, eval_dataset=eval_dataset, base_model=base_model, max_steps=max_steps, epochs=epochs,
             batch_size=batch_size, grad_accum=grad_accum, lr=lr, max_length=max_length, eval_steps=eval_steps,
-            lora_r=lora_r, semantic_patterns=semantic_patterns,
+            lora_r=lora_r, semantic_patterns=semantic_patterns, group_by_length=group_by_length,
         )
         train_cfg = load_config(config, overrides)
         cfg = CompareConfig(

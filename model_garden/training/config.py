@@ -55,6 +55,7 @@ class TrainConfig:
     optim: str = _opt("adamw_torch", "transformers optimizer name (adamw_torch, sgd, adafactor, ...)")
     max_grad_norm: float = _opt(1.0, "Clip gradients to this norm (0 = no clipping)")
     max_length: int | None = _opt(2048, "Truncate examples to this many tokens")
+    group_by_length: bool = _opt(False, "Batch examples of similar length together (less padding)")
     seed: int = _opt(0, "Seed of initial adapter weights, data order and mask draws")
     # model
     full_finetune: bool = _opt(False, "Train all weights instead of a LoRA adapter")

@@ -138,4 +138,5 @@ class MaskedDataset(Dataset):
         for error in report.errors:
             log.warning("skipped %s", error)
         self.indices = keep
+        self.lengths = report.lengths  # aligned with the kept examples
         return report

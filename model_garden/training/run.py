@@ -220,6 +220,7 @@ def train(
         bf16=_use_bf16(cfg.bf16),
         report_to=report_to,
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         ddp_find_unused_parameters=False,
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",

@@ -96,6 +96,16 @@ class SelectiveLossSFTTrainer(Trainer):
         self.loss_chunk_size = loss_chunk_size
         self.model_accepts_loss_kwargs = True  # our compute_loss uses num_items_in_batch
 
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = getattr(dataset, "lengths", None)
+        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            # The pre-pass measured every example already; no second pass over the data.
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+        return super()._get_train_sampler(train_dataset)
+
     # -- weights -------------------------------------------------------------------
     def _structural_weight_now(self) -> float | None:
         if self.structural_schedule is None:
