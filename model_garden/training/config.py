@@ -65,7 +65,7 @@ class TrainConfig:
     lora_target: str | None = _opt(None, "Regex of module names to adapt (default: the language model's linear layers)")
     gradient_checkpointing: bool = _opt(False, "Recompute activations in backward to save memory")
     bf16: str = _opt("auto", "auto | true | false: bf16 autocast (auto: when the CPU/GPU supports it)")
-    loss_chunk_size: int = _opt(1024, "Rows projected to the vocabulary at a time in the loss")
+    loss_chunk_size: int = _opt(512, "Rows projected to the vocabulary at a time in the loss")
     # bookkeeping
     logging_steps: int = _opt(5, "Log every N steps")
     eval_steps: int = _opt(50, "Evaluate every N steps (with --eval-dataset)")

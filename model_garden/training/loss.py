@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DEFAULT_CHUNK = 1024
+DEFAULT_CHUNK = 512
 
 
 class _ChunkedLinearCE(torch.autograd.Function):
@@ -31,27 +31,34 @@ class _ChunkedLinearCE(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
-        w_mat = weight.to(hidden.dtype)
-        b_vec = bias.to(hidden.dtype) if bias is not None else None
-        for lo in range(0, hidden.shape[0], chunk):
-            h = hidden[lo : lo + chunk]
-            t = targets[lo : lo + chunk]
-            w = weights[lo : lo + chunk] / normaliser
-            logits = F.linear(h, w_mat, b_vec).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            picked = logits.gather(1, t[:, None]).squeeze(1)
-            total += ((lse - picked) * w).sum()
-            if need_h or need_w or need_b:
-                # d(w * CE)/dlogits = w * (softmax - onehot), computed in place on the chunk.
-                probs = logits.sub_(lse[:, None]).exp_()
-                probs[torch.arange(len(t), device=t.device), t] -= 1.0
-                probs.mul_(w[:, None])
-                if need_h:
-                    grad_h[lo : lo + chunk] = (probs.to(hidden.dtype) @ w_mat).to(hidden.dtype)
-                if need_w:
-                    grad_w += probs.t() @ h.float()
-                if need_b:
-                    grad_b += probs.sum(0)
+        # Dtypes are chosen here, not by autocast: the matmuls run in autocast's dtype
+        # when it is on (bf16 under mixed precision), the softmax and gradients in float32.
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        with torch.autocast(device_type=device, enabled=False):
+            w_mat = weight.to(dtype)
+            b_vec = bias.to(dtype) if bias is not None else None
+            for lo in range(0, hidden.shape[0], chunk):
+                h = hidden[lo : lo + chunk].to(dtype)
+                t = targets[lo : lo + chunk]
+                w = weights[lo : lo + chunk] / normaliser
+                logits = F.linear(h, w_mat, b_vec).float()
+                picked = logits.gather(1, t[:, None]).squeeze(1)
+                peak = logits.amax(dim=-1, keepdim=True)
+                probs = logits.sub_(peak).exp_()  # in place: one [chunk, vocab] buffer
+                norm = probs.sum(dim=-1, keepdim=True)
+                total += ((norm.log() + peak).squeeze(1) - picked).mul(w).sum()
+                if need_h or need_w or need_b:
+                    # d(w * CE)/dlogits = w * (softmax - onehot)
+                    probs.div_(norm)
+                    probs[torch.arange(len(t), device=t.device), t] -= 1.0
+                    probs.mul_(w[:, None])
+                    if need_h:
+                        grad_h[lo : lo + chunk] = (probs.to(dtype) @ w_mat).to(hidden.dtype)
+                    if need_w:
+                        grad_w.addmm_(probs.t(), h.float())
+                    if need_b:
+                        grad_b += probs.sum(0)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
         return total
@@ -96,6 +103,7 @@ def weighted_lm_loss(
         return (hidden.sum() + head.weight.sum()) * 0.0
     norm = torch.as_tensor(normaliser, dtype=torch.float32, device=hidden.device).clamp_min(1e-8)
     return _ChunkedLinearCE.apply(rows, head.weight, _bias(head), targets[keep], weights[keep], norm, chunk)
+
 
 
 def _bias(head: torch.nn.Module) -> torch.Tensor | None:
