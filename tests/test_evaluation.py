@@ -330,3 +330,20 @@ def test_cli_end_to_end(files, tmp_path):
 
     missing = CliRunner().invoke(app, ["evaluate", "--predictions", str(tmp_path / "nope.jsonl"), "--dataset", str(dataset)])
     assert missing.exit_code == 2 and "nope.jsonl not found" in " ".join(missing.output.split())  # rich wraps
+
+
+def test_predicted_only_scores_just_the_predicted_records(tmp_path):
+    from model_garden.evaluation import evaluate_files
+
+    data = tmp_path / "d.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": json.dumps({"a": v})}]}
+        for v in ("x", "y", "z")
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"line": 1, "output": json.dumps({"a": "x"})}) + "\n")
+    whole = evaluate_files(preds, data)
+    assert whole["metrics"]["field_accuracy"] == pytest.approx(1 / 3) and whole["missing_predictions"] == [2, 3]
+    part = evaluate_files(preds, data, predicted_only=True)
+    assert part["metrics"]["field_accuracy"] == 1.0 and part["metrics"]["n"] == 1 and part["missing_predictions"] == []

@@ -18,6 +18,9 @@ def evaluate(
         Optional[Path], typer.Option(help="JSON Schema file; default: schema.json beside the dataset, or each record's")
     ] = None,
     case_insensitive: Annotated[bool, typer.Option("--case-insensitive", help="Case-fold strings for the field metrics")] = False,
+    predicted_only: Annotated[
+        bool, typer.Option("--predicted-only", help="Score only records with a prediction (after predict --limit)")
+    ] = False,
     out: Annotated[Optional[Path], typer.Option(help="JSON report path; default: PREDICTIONS with .report.json")] = None,
 ) -> None:
     """Print JSON and schema validity, field accuracy, CER, ANLS, hallucination and
@@ -26,7 +29,7 @@ def evaluate(
     with user_errors():
         from model_garden.evaluation.report import evaluate_files, report_tables
 
-        report = evaluate_files(predictions, dataset, schema=schema, case_insensitive=case_insensitive)
+        report = evaluate_files(predictions, dataset, schema=schema, case_insensitive=case_insensitive, predicted_only=predicted_only)
         for table in report_tables(report):
             console.print(table)
         for key, what in (("missing_predictions", "no prediction"), ("unparseable", "output not one JSON object")):

@@ -78,6 +78,7 @@ def evaluate_files(
     *,
     schema: str | Path | None = None,
     case_insensitive: bool = False,
+    predicted_only: bool = False,
 ) -> dict[str, Any]:
     """Score a predictions file against its dataset.
 
@@ -88,6 +89,8 @@ def evaluate_files(
             ``model_garden.data.schema.schema_for`` finds it (``schema.json`` beside
             the file, the record's ``schema`` key, or its prompt), per record.
         case_insensitive: Case-fold strings for the field metrics.
+        predicted_only: Score only the records that have a prediction (after
+            ``predict --limit``); by default a record without one scores as empty.
 
     Returns:
         The report: the inputs, ``missing_predictions`` and ``unparseable`` (dataset line
@@ -104,6 +107,8 @@ def evaluate_files(
     explicit = load_schema(schema) if schema is not None else None
     missing, unparseable, preds, golds, schemas = [], [], [], [], []
     for record in iter_records(dataset):
+        if predicted_only and record.line not in outputs:
+            continue
         golds.append(_gold(record, f"{dataset}:{record.line}"))
         schemas.append(explicit if explicit is not None else schema_for(dataset, record))
         output = outputs.pop(record.line, None)
@@ -120,6 +125,7 @@ def evaluate_files(
         "dataset": str(dataset),
         "schema": str(schema) if schema is not None else "from the dataset",
         "case_insensitive": case_insensitive,
+        "predicted_only": predicted_only,
         "missing_predictions": missing,
         "unparseable": unparseable,
         "metrics": extraction_metrics(preds, golds, schema=schemas, case_insensitive=case_insensitive),

@@ -118,7 +118,7 @@ def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> d
                 max_new_tokens=cfg.max_new_tokens,
                 limit=cfg.predict_limit,
             )
-            evaluated = evaluate_files(preds, run_cfg.eval_dataset)
+            evaluated = evaluate_files(preds, run_cfg.eval_dataset, predicted_only=cfg.predict_limit is not None)
             evaluated["predict"] = stats
             report.write_text(json.dumps(evaluated, indent=2, ensure_ascii=False), encoding="utf-8")
         evaluated = json.loads(report.read_text(encoding="utf-8"))
