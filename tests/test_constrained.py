@@ -215,3 +215,16 @@ def test_forms_training_targets_pass_the_grammar(smollm2_tokenizer, tmp_path):
             assert grammar_allows(smollm2_tokenizer, schema_for(path, record), record.reply), f"{path}:{record.line}"
             checked += 1
     assert checked == 20
+
+
+def test_sroie_training_targets_pass_the_grammar(smollm2_tokenizer, tmp_path, shared_dir):
+    from model_garden.data.schema import schema_for
+    from model_garden.data.sroie import convert_sroie
+
+    convert_sroie(shared_dir / "data" / "sroie", tmp_path)
+    path = tmp_path / "all.jsonl"
+    schema = schema_for(path)
+    records = list(iter_records(path))
+    assert len(records) == 500
+    rejected = [r.line for r in records if not grammar_allows(smollm2_tokenizer, schema, r.reply)]
+    assert rejected == []

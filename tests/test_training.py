@@ -247,3 +247,31 @@ def test_train_writes_outputs_and_refuses_bad_data(tmp_path, tiny_model_dir):
     stats = json.loads((out / "mask_stats.json").read_text())
     assert len(stats["skipped"]) == 2 and stats["examples"] == 3
     assert "structural_weight: 0.3" in (out / "config.yaml").read_text()
+
+
+def test_padding_is_masked_by_position_not_by_id(smollm2_tokenizer):
+    """SmolLM2 pads with its end-of-turn token; the reply's own <|im_end|> stays trained."""
+    from model_garden.training.collate import StructuredOutputDataCollator
+
+    tok = smollm2_tokenizer
+    assert tok.pad_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+    short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": '{"a": 1}'}]
+    long = [{"role": "user", "content": "Hello there, a longer prompt"}, {"role": "assistant", "content": '{"a": 22}'}]
+    batch = StructuredOutputDataCollator(processing=tok)([build_example(tok, short), build_example(tok, long)])
+    n = int(batch["attention_mask"][0].sum())
+    assert n < batch["input_ids"].shape[1]
+    assert batch["labels"][0, n - 2].item() == tok.pad_token_id  # the reply's <|im_end|>, trained
+    assert torch.all(batch["input_ids"][0, n:] == tok.pad_token_id)  # padding: same id ...
+    assert torch.all(batch["labels"][0, n:] == -100) and torch.all(batch["loss_weights"][0, n:] == 0)  # ... never trained
+
+
+def test_examples_with_nothing_to_train_are_dropped(smollm2_tokenizer):
+    from model_garden.training.collate import StructuredOutputDataCollator
+
+    tok = smollm2_tokenizer
+    chat = [{"role": "user", "content": "word " * 50}, {"role": "assistant", "content": '{"a": 1}'}]
+    cut = build_example(tok, chat, max_length=20)
+    assert cut["truncated"] and all(label == -100 for label in cut["labels"])
+    collator = StructuredOutputDataCollator(processing=tok)
+    batch = collator([cut, build_example(tok, chat)])
+    assert batch["input_ids"].shape[0] == 1 and collator.dropped == 1
