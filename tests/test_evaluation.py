@@ -302,7 +302,7 @@ def test_bad_prediction_files_name_file_and_line(files, tmp_path):
         evaluate_files(stray, dataset, schema=schema)
     twice = tmp_path / "twice.jsonl"
     twice.write_text(json.dumps({"line": 1, "output": "{}"}) + "\n" + json.dumps({"line": 1, "output": "{}"}) + "\n")
-    with pytest.raises(DataError, match=rf"{twice}:2: a second prediction for dataset line 1"):
+    with pytest.raises(DataError, match=rf"{twice}:2: a second prediction for line 1"):
         evaluate_files(twice, dataset, schema=schema)
     shape = tmp_path / "shape.jsonl"
     shape.write_text(json.dumps({"line": "1", "output": "{}"}) + "\n")

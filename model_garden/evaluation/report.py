@@ -38,8 +38,13 @@ def parse_output(text: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def read_predictions(path: str | Path) -> dict[int, tuple[str, str]]:
-    """``{dataset line: (output, "file:line" of the prediction)}``.
+def read_predictions(path: str | Path, key: str = "line", *, positional: bool = False) -> dict[int, tuple[str, str]]:
+    """``{record key: (output, "file:line" of the prediction)}`` from a predictions JSONL.
+
+    Args:
+        path: One ``{key: <int>, "output": <string>, ...}`` object per line.
+        key: The field naming the record (``line`` for chat datasets, ``index`` for VTG).
+        positional: Allow lines without ``key``: they name the record by their position.
 
     Raises:
         DataError: on a malformed line or a second prediction for the same record.
@@ -48,6 +53,7 @@ def read_predictions(path: str | Path) -> dict[int, tuple[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"predictions {path} not found")
     outputs: dict[int, tuple[str, str]] = {}
+    position = 0
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -57,11 +63,13 @@ def read_predictions(path: str | Path) -> dict[int, tuple[str, str]]:
                 obj = json.loads(raw)
             except ValueError as exc:
                 raise DataError(f"{where}: not a JSON line ({exc})") from None
-            if not isinstance(obj, dict) or type(obj.get("line")) is not int or not isinstance(obj.get("output"), str):
-                raise DataError(f'{where}: expected {{"line": <int>, "output": <string>, ...}}')
-            if obj["line"] in outputs:
-                raise DataError(f"{where}: a second prediction for dataset line {obj['line']} (first: {outputs[obj['line']][1]})")
-            outputs[obj["line"]] = (obj["output"], where)
+            value = obj.get(key, position if positional else None) if isinstance(obj, dict) else None
+            if type(value) is not int or value < 0 or not isinstance(obj.get("output"), str):
+                raise DataError(f'{where}: expected {{"{key}": <int >= 0>, "output": <string>, ...}}')
+            if value in outputs:
+                raise DataError(f"{where}: a second prediction for {key} {value} (first: {outputs[value][1]})")
+            outputs[value] = (obj["output"], where)
+            position += 1
     return outputs
 
 

@@ -85,7 +85,8 @@ class StructuredOutputDataCollator:
         return 0 if pad is None else int(pad)
 
     def build(self, feature: dict[str, Any]) -> dict[str, Any]:
-        """Build a raw chat (``{"messages": ..., "images": ...}``); pass built examples through."""
+        """Build a raw chat (``messages``; optional ``images``, ``processor_kwargs``, and
+        ``where`` or ``id`` naming it in errors); pass built examples through."""
         if "input_ids" in feature:
             return feature
         return build_example(
@@ -94,7 +95,8 @@ class StructuredOutputDataCollator:
             self.mask_config,
             images=feature.get("images"),
             max_length=self.max_length,
-            example=feature.get("id", "example"),
+            example=feature.get("where", feature.get("id", "example")),
+            processor_kwargs=feature.get("processor_kwargs"),
         )
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from model_garden.masking import MaskConfig, build_example
+from model_garden.masking import MaskConfig
 from model_garden.training.collate import StructuredOutputDataCollator
 
 
@@ -55,20 +55,6 @@ class SFTCollator(StructuredOutputDataCollator):
             mask_config=mask_config or MaskConfig(),
             max_length=max_length,
             pad_to_multiple_of=pad_to_multiple_of,
-        )
-
-    def build(self, feature: dict[str, Any]) -> dict[str, Any]:
-        """Build one item (``messages``, optional ``processor_kwargs`` and ``where``);
-        already built examples pass through."""
-        if "input_ids" in feature:
-            return feature
-        return build_example(
-            self.processing,
-            feature["messages"],
-            self.mask_config,
-            max_length=self.max_length,
-            example=feature.get("where", "example"),
-            processor_kwargs=feature.get("processor_kwargs"),
         )
 
 

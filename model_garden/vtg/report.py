@@ -12,7 +12,6 @@ Try it: ``python -m model_garden.vtg.report PREDS.jsonl ANNOTATIONS [DURATIONS.c
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -21,38 +20,15 @@ from typing import Any
 from rich.table import Table
 
 from model_garden.data.jsonl import DataError
+from model_garden.evaluation.report import read_predictions as read_jsonl_predictions
 from model_garden.vtg.data import read_annotations
 from model_garden.vtg.metrics import THRESHOLDS, Span, grounding_metrics, parse_span, span_ious
 
 
 def read_predictions(path: str | Path) -> dict[int, tuple[str, str]]:
-    """``{annotation index: (output, "file:line")}``.
-
-    Raises:
-        DataError: on a malformed line or a second prediction for the same index.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"predictions {path} not found")
-    outputs: dict[int, tuple[str, str]] = {}
-    position = 0
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(raw)
-            except ValueError as exc:
-                raise DataError(f"{where}: not a JSON line ({exc})") from None
-            index = obj.get("index", position) if isinstance(obj, dict) else None
-            if type(index) is not int or index < 0 or not isinstance(obj.get("output"), str):
-                raise DataError(f'{where}: expected {{"index": <int >= 0>, "output": <string>}}')
-            if index in outputs:
-                raise DataError(f"{where}: a second prediction for index {index} (first: {outputs[index][1]})")
-            outputs[index] = (obj["output"], where)
-            position += 1
-    return outputs
+    """``{annotation index: (output, "file:line")}``; a line without ``index`` is the
+    annotation at its position."""
+    return read_jsonl_predictions(path, "index", positional=True)
 
 
 def evaluate_files(
