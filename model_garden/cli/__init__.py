@@ -17,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode="markdown",  # reflows docstring paragraphs; [brackets] stay literal
 )
 
 

@@ -31,7 +31,7 @@ def train_vtg(**kwargs: Any) -> None:
     """Fine-tune a video-language model (Qwen2-VL, Qwen2.5-VL) for temporal grounding on
     Charades-STA or ActivityNet Captions annotations. Loss on the answer and its
     end-of-turn token only; prompt, video tokens and padding masked. With
-    --use-temporal-tokens the <0> ... <N-1> tokens are added and their embedding rows
+    `--use-temporal-tokens` the `<0>` ... `<N-1>` tokens are added and their embedding rows
     trained and saved with the adapter."""
     with user_errors():
         from model_garden.vtg.config import load_vtg_config
@@ -79,10 +79,10 @@ def predict_vtg(
 
 
 def evaluate_vtg(
-    predictions: Annotated[Path, typer.Option(help='JSONL, one {"index": i, "output": "<answer>"} per annotation row')],
+    predictions: Annotated[Path, typer.Option(help='JSONL, one `{"index": i, "output": "<answer>"}` per annotation row')],
     annotations: Annotated[Path, typer.Option(help="Charades-STA .txt or ActivityNet Captions .json the predictions answer")],
     durations: Annotated[Optional[Path], typer.Option(help="Charades-STA durations CSV (id,length); clips spans, needed for temporal tokens")] = None,
-    num_bins: Annotated[int, typer.Option(help="Temporal bins of <k> token answers (as trained)", min=1)] = 100,
+    num_bins: Annotated[int, typer.Option(help="Temporal bins of `<k>` token answers (as trained)", min=1)] = 100,
     out: Annotated[Optional[Path], typer.Option(help="JSON report path; default: PREDICTIONS with .report.json")] = None,
 ) -> None:
     """Parse each answer into a span in seconds ([12.3, 20.0], 12.3 - 20.0 seconds,
