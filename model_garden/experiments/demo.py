@@ -28,6 +28,8 @@ class DemoConfig:
         batch_size: Examples per step.
         eval_examples: Held-out forms decoded at the end.
         seed: Seed of data, adapter initialisation and order.
+        base_model: The model to fine-tune (the embedded SmolLM2-135M by default).
+        max_new_tokens: Generation budget per decoded form.
     """
 
     out: str = "outputs/demo"
@@ -37,6 +39,8 @@ class DemoConfig:
     batch_size: int = 4
     eval_examples: int = 12
     seed: int = 0
+    base_model: str = "smollm2-135m"
+    max_new_tokens: int = 320
 
 
 def demo(cfg: DemoConfig, *, console: Console | None = None) -> dict[str, Any]:
@@ -51,7 +55,7 @@ def demo(cfg: DemoConfig, *, console: Console | None = None) -> dict[str, Any]:
     sizes = make_forms(data, n=cfg.forms, seed=cfg.seed)
     console.print(f"made {sum(sizes.values())} synthetic forms in {data} ({sizes})")
     train = TrainConfig(
-        base_model="smollm2-135m",
+        base_model=cfg.base_model,
         dataset=str(data / "text" / "train.jsonl"),
         eval_dataset=str(data / "text" / "test.jsonl"),
         max_steps=cfg.max_steps,
@@ -72,7 +76,7 @@ def demo(cfg: DemoConfig, *, console: Console | None = None) -> dict[str, Any]:
             decodings=["constrained"],
             predict_limit=cfg.eval_examples,
             predict_batch_size=cfg.eval_examples,
-            max_new_tokens=320,
+            max_new_tokens=cfg.max_new_tokens,
         ),
         console=console,
     )
