@@ -71,9 +71,9 @@ def compare(
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder")] = Path("outputs/demo"),
     strategy: Annotated[str, typer.Option(help="Selective strategy compared with response-only loss")] = "aggressive",
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps per run")] = 30,
-    forms: Annotated[int, typer.Option(help="Synthetic forms to generate")] = 120,
-    eval_examples: Annotated[int, typer.Option(help="Held-out forms decoded at the end")] = 12,
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps per run")] = 20,
+    forms: Annotated[int, typer.Option(help="Synthetic forms to generate (80/10/10 split)")] = 80,
+    eval_examples: Annotated[int, typer.Option(help="Held-out forms decoded at the end")] = 8,
 ) -> None:
     """The whole pipeline offline on CPU: synthetic forms, a short A/B of response-only
     vs a selective strategy with SmolLM2-135M, constrained decoding, the comparison."""

@@ -33,11 +33,11 @@ class DemoConfig:
     """
 
     out: str = "outputs/demo"
-    forms: int = 120
+    forms: int = 80
     strategy: str = "aggressive"
-    max_steps: int = 30
-    batch_size: int = 4
-    eval_examples: int = 12
+    max_steps: int = 20
+    batch_size: int = 2
+    eval_examples: int = 8
     seed: int = 0
     base_model: str = "smollm2-135m"
     max_new_tokens: int = 320
@@ -61,7 +61,7 @@ def demo(cfg: DemoConfig, *, console: Console | None = None) -> dict[str, Any]:
         max_steps=cfg.max_steps,
         batch_size=cfg.batch_size,
         lr=1e-3,
-        eval_steps=max(cfg.max_steps // 3, 1),
+        eval_steps=max(cfg.max_steps // 2, 1),
         save_steps=cfg.max_steps,
         logging_steps=5,
         report_to="none",
