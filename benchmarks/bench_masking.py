@@ -16,7 +16,10 @@ passes (the machine is shared, and the minimum is the least disturbed).
   its token positions; over the reply alone, and over the whole decoded example as the
   notes' collator does (its labels are the whole sequence).
 
-Run: ``python benchmarks/bench_masking.py [--n 100] [--repeat 5]``
+``--data forms`` uses synthetic vehicle-registration forms instead (about 1,000 tokens,
+replies of about 270 tokens with many structural matches).
+
+Run: ``python benchmarks/bench_masking.py [--n 100] [--repeat 5] [--data sroie|forms]``
 """
 
 from __future__ import annotations
@@ -58,6 +61,19 @@ def sroie_chats(root: Path, n: int) -> list[list[dict]]:
         gold = json.loads(key.read_text(encoding="utf-8"))
         chats.append([{"role": "user", "content": PROMPT + ocr}, {"role": "assistant", "content": dumps(gold)}])
     return chats
+
+
+def forms_chats(n: int) -> list[list[dict]]:
+    """``n`` synthetic vehicle-registration forms (the notes' kind of data): a prompt with
+    the answer's JSON Schema and the transcription, a nested JSON reply of ~270 tokens."""
+    import tempfile
+
+    from model_garden.data.forms import make_forms
+    from model_garden.data.jsonl import iter_records
+
+    folder = Path(tempfile.mkdtemp())
+    make_forms(folder, n=max(n, 10), seed=0, val_fraction=0.0, test_fraction=0.0)
+    return [r.messages for r in iter_records(folder / "text" / "train.jsonl")][:n]
 
 
 def plain(tok, messages):
@@ -107,10 +123,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100, help="receipts to use")
     parser.add_argument("--repeat", type=int, default=5, help="passes per method; the best is kept")
+    parser.add_argument("--data", choices=("sroie", "forms"), default="sroie", help="SROIE receipts or synthetic forms")
     args = parser.parse_args()
 
     tok = load_processing("smollm2-135m")
-    chats = sroie_chats(SHARED / "data" / "sroie", args.n)
+    chats = sroie_chats(SHARED / "data" / "sroie", args.n) if args.data == "sroie" else forms_chats(args.n)
     lengths = [len(plain(tok, c)) for c in chats]
     for messages in chats[:3]:  # warm caches (template compilation, special ids)
         build_example(tok, messages, STRATEGIES["conservative"])
@@ -128,7 +145,7 @@ def main() -> None:
 
     base = rows[0][1]
     worst = max(t for name, t in rows if name.startswith("build_example"))
-    table = Table(title=f"{len(chats)} SROIE chats, {statistics.mean(lengths):.0f} tokens on average ({min(lengths)}-{max(lengths)})")
+    table = Table(title=f"{len(chats)} {args.data} chats, {statistics.mean(lengths):.0f} tokens on average ({min(lengths)}-{max(lengths)})")
     table.add_column("method")
     table.add_column("ms / example", justify="right")
     table.add_column("x plain", justify="right")
