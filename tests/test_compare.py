@@ -3,13 +3,14 @@ and the demo wired end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from model_garden.experiments.compare import CompareConfig, compare
-from model_garden.experiments.report import interval, summarize
+from model_garden.experiments.report import interval, markdown, summarize
 from model_garden.training.config import TrainConfig
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "model_garden/assets/example.jsonl"
@@ -39,6 +40,11 @@ def test_summary_pairs_seeds_and_counts_steps_to_target():
     diff = table["x"]["constrained/field_accuracy"]
     assert diff["diff"] == pytest.approx(((0.55 - 0.50) + (0.62 - 0.60)) / 2)
     assert table["none"]["constrained/field_accuracy"]["diff"] is None
+    # A strategy with fewer seeds: its cells have no interval, its header says so.
+    uneven = summarize(runs[:3], ["none", "x"])
+    assert uneven["table"]["x"]["constrained/field_accuracy"]["diff"] == pytest.approx(0.05)
+    assert uneven["table"]["x"]["constrained/field_accuracy"]["diff_ci"] is None
+    assert "| metric | none (2 seeds) | x (1 seed) |" in markdown(uneven)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +86,11 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     stamp = (out / "runs/none-seed0/metrics.json").stat().st_mtime_ns
     compare(cfg)
     assert (out / "runs/none-seed0/metrics.json").stat().st_mtime_ns == stamp
+    # Report only: seed 2 was never run, so it is listed, not trained.
+    partial = compare(dataclasses.replace(cfg, seeds=[0, 1, 2], report_only=True))
+    assert partial["missing"] == ["none-seed2", "aggressive-seed2"] and not (out / "runs/none-seed2").exists()
+    assert set(partial["runs"]) == set(runs) and partial["table"]["none"]["train_runtime_s"]["n"] == 2
+    assert "Not run (so left out of every mean): none-seed2, aggressive-seed2." in (out / "report.md").read_text()
 
 
 def test_compare_refuses_bad_configs():

@@ -37,6 +37,7 @@ def compare(
     predict_batch_size: Annotated[int, typer.Option(help="Prompts decoded together")] = 8,
     max_new_tokens: Annotated[int, typer.Option(help="Generation budget per reply")] = 256,
     target_loss: Annotated[Optional[float], typer.Option(help="Value loss for steps-to-target (default: baseline's best)")] = None,
+    report_only: Annotated[bool, typer.Option(help="Train nothing: report the finished runs, list the missing ones")] = False,
 ) -> None:
     """Train each strategy from identical weights and data order, per seed; compare value
     loss, steps to target and decoded extraction quality (constrained and free)."""
@@ -62,6 +63,7 @@ def compare(
             predict_batch_size=predict_batch_size,
             max_new_tokens=max_new_tokens,
             target_loss=target_loss,
+            report_only=report_only,
         )
         summary = run_compare(cfg, console=console)
         console.print(rich_table(summary))

@@ -45,6 +45,8 @@ class CompareConfig:
         max_new_tokens: Generation budget per reply.
         target_loss: Eval value loss a run must reach for "steps to target"; default the
             best value the baseline reaches with the same seed.
+        report_only: Train and decode nothing: report the runs already finished (trained,
+            decoded and evaluated) and list the missing ones in the report.
     """
 
     train: TrainConfig
@@ -56,6 +58,7 @@ class CompareConfig:
     predict_batch_size: int = 8
     max_new_tokens: int = 256
     target_loss: float | None = None
+    report_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.train.eval_dataset:
@@ -84,6 +87,11 @@ class CompareConfig:
 
 def _run_done(folder: Path) -> bool:
     return (folder / "metrics.json").is_file()
+
+
+def _run_finished(cfg: CompareConfig, strategy: str, seed: int) -> bool:
+    folder = Path(cfg.run_config(strategy, seed).output)
+    return _run_done(folder) and all((folder / f"eval-{d}.json").is_file() for d in cfg.decodings)
 
 
 def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> dict[str, Any]:
@@ -138,8 +146,15 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
     console = console or Console(stderr=True)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [run_one(cfg, strategy, seed, console) for seed in cfg.seeds for strategy in cfg.strategies]
+    planned = [(strategy, seed) for seed in cfg.seeds for strategy in cfg.strategies]
+    missing = [f"{s}-seed{k}" for s, k in planned if cfg.report_only and not _run_finished(cfg, s, k)]
+    if missing:
+        console.print(f"[yellow]report only: not run yet: {', '.join(missing)}[/]")
+    runs = [run_one(cfg, s, k, console) for s, k in planned if f"{s}-seed{k}" not in missing]
+    if not runs:
+        raise ValueError(f"--report-only: no finished run under {out / 'runs'}")
     summary = summarize(runs, cfg.strategies, target_loss=cfg.target_loss)
+    summary["missing"] = missing
     summary["config"] = {
         "strategies": cfg.strategies,
         "seeds": cfg.seeds,

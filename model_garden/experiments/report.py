@@ -179,12 +179,20 @@ def _rows(summary: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def _headers(summary: dict[str, Any]) -> list[str]:
+    """Strategy names, with their number of seeds when strategies differ in it."""
+    counts = {s: sum(name.rsplit("-seed", 1)[0] == s for name in summary["runs"]) for s in summary["strategies"]}
+    if len(set(counts.values())) == 1:
+        return list(summary["strategies"])
+    return [f"{s} ({n} seed{'s' if n != 1 else ''})" for s, n in counts.items()]
+
+
 def rich_table(summary: dict[str, Any]) -> Table:
     """The comparison as a rich table."""
     table = Table(title=f"mean ± 95% CI over seeds {summary['seeds']} (difference vs {summary['baseline']})")
     table.add_column("metric")
-    for s in summary["strategies"]:
-        table.add_column(s, justify="right")
+    for header in _headers(summary):
+        table.add_column(header, justify="right")
     for label, cells in _rows(summary):
         table.add_row(label, *cells)
     return table
@@ -210,7 +218,11 @@ def markdown(summary: dict[str, Any]) -> str:
         "Rates in percent. ↑ higher is better, ↓ lower is better. The eval value loss is measured on the value tokens "
         "of the eval set for every strategy, so it is comparable across masks.",
         "",
-        "| metric | " + " | ".join(summary["strategies"]) + " |",
+    ]
+    if summary.get("missing"):
+        lines += [f"Not run (so left out of every mean): {', '.join(summary['missing'])}.", ""]
+    lines += [
+        "| metric | " + " | ".join(_headers(summary)) + " |",
         "|---|" + "---:|" * len(summary["strategies"]),
     ]
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in _rows(summary)]
