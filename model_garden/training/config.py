@@ -129,25 +129,42 @@ def field_help() -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
 
 
+def read_config_file(path: str | Path | None, owners: dict[str, type]) -> dict[str, dict[str, Any]]:
+    """The options of a YAML config file, sorted by the dataclass that owns each.
+
+    Args:
+        path: The ``--config`` file; None gives empty mappings.
+        owners: Name -> dataclass whose fields it may set (first owner wins a shared name).
+
+    Raises:
+        ValueError: naming the file and the unknown key.
+    """
+    values: dict[str, dict[str, Any]] = {owner: {} for owner in owners}
+    if not path:
+        return values
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"--config {path}: expected a mapping of option: value")
+    field_owner: dict[str, str] = {}
+    for owner, cls in reversed(owners.items()):
+        field_owner |= {f.name: owner for f in dataclasses.fields(cls)}
+    for key, value in loaded.items():
+        name = str(key).replace("-", "_")
+        if name not in field_owner:
+            raise ValueError(f"--config {path}: unknown option {key!r}")
+        values[field_owner[name]][name] = value
+    return values
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
     """Defaults, then the YAML file, then the flags that were given (not None).
 
     Raises:
         ValueError: naming the file and the unknown key, or the flag with a bad value.
     """
-    values: dict[str, Any] = {}
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config {path}: no such file")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"--config {path}: expected a mapping of option: value")
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        for key, value in loaded.items():
-            name = str(key).replace("-", "_")
-            if name not in names:
-                raise ValueError(f"--config {path}: unknown option {key!r}")
-            values[name] = value
+    values = read_config_file(path, {"train": TrainConfig})["train"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from model_garden.training.config import TrainConfig
+from model_garden.training.config import TrainConfig, read_config_file
 
 VTG_CONFIG_FILE = "vtg_config.yaml"
 FRAME_LAYOUTS = ("video", "images")
@@ -102,20 +102,7 @@ def load_vtg_config(path: str | Path | None, train_flags: dict[str, Any], vtg_fl
     Raises:
         ValueError: naming the file and an unknown key, or the flag with a bad value.
     """
-    values: dict[str, dict[str, Any]] = {"train": {}, "vtg": {}}
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config {path}: no such file")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"--config {path}: expected a mapping of option: value")
-        owners = {f.name: "train" for f in dataclasses.fields(TrainConfig)} | {f.name: "vtg" for f in dataclasses.fields(VTGConfig)}
-        for key, value in loaded.items():
-            name = str(key).replace("-", "_")
-            if name not in owners:
-                raise ValueError(f"--config {path}: unknown option {key!r}")
-            values[owners[name]][name] = value
+    values = read_config_file(path, {"train": TrainConfig, "vtg": VTGConfig})
     values["train"].update({k: v for k, v in train_flags.items() if v is not None})
     values["vtg"].update({k: v for k, v in vtg_flags.items() if v is not None})
     return TrainConfig(**values["train"]), VTGConfig(**values["vtg"])
