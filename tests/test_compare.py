@@ -93,6 +93,30 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     assert "Not run (so left out of every mean): none-seed2, aggressive-seed2." in (out / "report.md").read_text()
 
 
+def test_strategies_with_equal_masks_share_one_run(tmp_path, tiny_model_dir):
+    """On the bundled forms, moderate and aggressive train exactly the same tokens (every
+    key token carries a quote or a colon, no free-standing punctuation): one run serves both."""
+    train = TrainConfig(
+        base_model=str(tiny_model_dir), dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE), max_steps=1, batch_size=2,
+        eval_steps=1, logging_steps=1, report_to="none", bf16="false",
+    )
+    cfg = CompareConfig(
+        train=train, strategies=["none", "moderate", "aggressive"], seeds=[0], out=str(tmp_path / "cmp"),
+        decodings=["constrained"], predict_limit=1, max_new_tokens=4,
+    )
+    summary = compare(cfg)
+    runs = tmp_path / "cmp/runs"
+    assert sorted(p.name for p in (runs / "aggressive-seed0").iterdir()) == ["same_as.json"]
+    assert json.loads((runs / "aggressive-seed0/same_as.json").read_text())["run"] == "moderate-seed0"
+    assert (runs / "moderate-seed0/metrics.json").is_file()  # none's masks differ: moderate trained
+    assert summary["shared"] == {"aggressive-seed0": "moderate-seed0"}
+    assert summary["runs"]["aggressive-seed0"] == summary["runs"]["moderate-seed0"]
+    assert "aggressive-seed0 = moderate-seed0" in (tmp_path / "cmp/report.md").read_text()
+    stats = json.loads((runs / "moderate-seed0/mask_stats.json").read_text())
+    assert len(stats["mask_fingerprint"]) == 64
+    assert stats["mask_fingerprint"] != json.loads((runs / "none-seed0/mask_stats.json").read_text())["mask_fingerprint"]
+
+
 def test_compare_refuses_bad_configs():
     train = TrainConfig(dataset=str(EXAMPLE))
     with pytest.raises(ValueError, match="--eval-dataset"):

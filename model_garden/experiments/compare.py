@@ -10,6 +10,7 @@ Layout::
 
     OUT/runs/<strategy>-seed<k>/        training output (see training/run.py)
     OUT/runs/<strategy>-seed<k>/preds-{constrained,free}.jsonl, eval-{...}.json
+    OUT/runs/<strategy>-seed<k>/same_as.json   instead, when the run is shared
     OUT/report.md, OUT/summary.json, OUT/*.png
 
 Try it: ``model-garden compare --dataset T.jsonl --eval-dataset E.jsonl --strategies none,aggressive --seeds 0 --max-steps 20 --out runs/ab``
@@ -18,6 +19,7 @@ Try it: ``model-garden compare --dataset T.jsonl --eval-dataset E.jsonl --strate
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +96,61 @@ def _run_finished(cfg: CompareConfig, strategy: str, seed: int) -> bool:
     return _run_done(folder) and all((folder / f"eval-{d}.json").is_file() for d in cfg.decodings)
 
 
+@functools.lru_cache(maxsize=2)
+def _processing(base_model: str) -> Any:
+    from model_garden.models import load_processing
+
+    return load_processing(base_model)
+
+
+_FINGERPRINTS: dict[str, str] = {}
+
+
+def mask_fingerprint(run_cfg: TrainConfig) -> str:
+    """The fingerprint of a run's training masks: from its ``mask_stats.json`` when it has
+    one, else computed by building every training example (no model is loaded)."""
+    from model_garden.training.run import masked_train_data
+
+    if run_cfg.output in _FINGERPRINTS:
+        return _FINGERPRINTS[run_cfg.output]
+    stats_path = Path(run_cfg.output) / "mask_stats.json"
+    if stats_path.is_file():
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        if stats.get("mask_fingerprint"):
+            return stats["mask_fingerprint"]
+    data = masked_train_data(run_cfg, _processing(run_cfg.base_model))
+    _FINGERPRINTS[run_cfg.output] = data.prescan(skip_bad_lines=True).fingerprint
+    return _FINGERPRINTS[run_cfg.output]
+
+
+def _shared_with(cfg: CompareConfig, strategy: str, seed: int) -> str | None:
+    """The finished run of an earlier strategy (same seed) whose masks equal this one's."""
+    folder = Path(cfg.run_config(strategy, seed).output)
+    if (folder / "same_as.json").is_file():
+        return json.loads((folder / "same_as.json").read_text(encoding="utf-8"))["run"]
+    if _run_done(folder) or cfg.train.vision:  # its own results; or too costly to check (every image)
+        return None
+    mine = None
+    for other in cfg.strategies[: cfg.strategies.index(strategy)]:
+        if not _run_finished(cfg, other, seed) or (Path(cfg.run_config(other, seed).output) / "same_as.json").is_file():
+            continue
+        mine = mine or mask_fingerprint(cfg.run_config(strategy, seed))
+        theirs = mask_fingerprint(cfg.run_config(other, seed))
+        if mine == theirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            record = {"run": f"{other}-seed{seed}", "mask_fingerprint": mine}
+            (folder / "same_as.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+            return record["run"]
+    return None
+
+
 def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> dict[str, Any]:
-    """Train (unless done), predict and evaluate one strategy and seed."""
+    """Train (unless done or shared), predict and evaluate one strategy and seed."""
+    shared = _shared_with(cfg, strategy, seed)
+    if shared:
+        console.print(f"[dim]{strategy} · seed {seed}: same masks as {shared} on every training example; sharing its run[/]")
+        other = shared.rsplit("-seed", 1)[0]
+        return {**run_one(cfg, other, seed, console), "strategy": strategy, "same_as": shared}
     from model_garden.evaluation import evaluate_files
     from model_garden.inference.predict import predict
     from model_garden.training.run import train
@@ -147,7 +202,9 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     planned = [(strategy, seed) for seed in cfg.seeds for strategy in cfg.strategies]
-    missing = [f"{s}-seed{k}" for s, k in planned if cfg.report_only and not _run_finished(cfg, s, k)]
+    missing = [
+        f"{s}-seed{k}" for s, k in planned if cfg.report_only and not _run_finished(cfg, s, k) and not _shared_with(cfg, s, k)
+    ]
     if missing:
         console.print(f"[yellow]report only: not run yet: {', '.join(missing)}[/]")
     runs = [run_one(cfg, s, k, console) for s, k in planned if f"{s}-seed{k}" not in missing]
@@ -155,6 +212,7 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
         raise ValueError(f"--report-only: no finished run under {out / 'runs'}")
     summary = summarize(runs, cfg.strategies, target_loss=cfg.target_loss)
     summary["missing"] = missing
+    summary["shared"] = {f"{r['strategy']}-seed{r['seed']}": r["same_as"] for r in runs if "same_as" in r}
     summary["config"] = {
         "strategies": cfg.strategies,
         "seeds": cfg.seeds,

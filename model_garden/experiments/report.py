@@ -219,6 +219,13 @@ def markdown(summary: dict[str, Any]) -> str:
         "of the eval set for every strategy, so it is comparable across masks.",
         "",
     ]
+    if summary.get("shared"):
+        pairs = ", ".join(f"{a} = {b}" for a, b in summary["shared"].items())
+        lines += [
+            "Shared runs (the masks are equal on every training example: same ids, labels, weights and token "
+            f"classes, so training would compute the same thing): {pairs}.",
+            "",
+        ]
     if summary.get("missing"):
         lines += [f"Not run (so left out of every mean): {', '.join(summary['missing'])}.", ""]
     lines += [

@@ -104,6 +104,27 @@ def _check_family(processing: Any, vision: bool, base_model: str) -> None:
         raise ValueError(f"--base-model {base_model} is a vision-language model; use `model-garden train-vision`")
 
 
+def masked_train_data(cfg: TrainConfig, processing: Any, train_records: Any = None) -> Any:
+    """The training set as ``cfg`` masks it (a ``MaskedDataset``, not yet prescanned)."""
+    from model_garden.data.images import ImagePolicy
+    from model_garden.data.jsonl import JsonlDataset
+    from model_garden.training.data import MaskedDataset
+
+    policy = ImagePolicy(
+        base_dir=Path(cfg.dataset).parent if cfg.dataset else Path.cwd(),
+        allow_outside_paths=cfg.allow_outside_paths,
+        allow_remote=cfg.allow_remote_images,
+    )
+    if train_records is None:
+        train_records = JsonlDataset(cfg.dataset, skip_bad_lines=True)
+    schema = None
+    if cfg.mask_strategy == "schema-forced":
+        from model_garden.data.schema import schema_for
+
+        schema = schema_for(cfg.dataset, None, cfg.schema)
+    return MaskedDataset(train_records, processing, cfg.mask_config(), cfg.max_length, policy, schema=schema)
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -159,23 +180,13 @@ def train(
     else:
         vision = is_processor(processing)
     _check_family(processing, cfg.vision, cfg.base_model)
-    policy = ImagePolicy(
-        base_dir=Path(cfg.dataset).parent if cfg.dataset else Path.cwd(),
-        allow_outside_paths=cfg.allow_outside_paths,
-        allow_remote=cfg.allow_remote_images,
-    )
-    if train_records is None:
-        train_records = JsonlDataset(cfg.dataset, skip_bad_lines=True)
-    schema = None
-    if cfg.mask_strategy == "schema-forced":
-        from model_garden.data.schema import schema_for
-
-        schema = schema_for(cfg.dataset, None, cfg.schema)
-    train_data = MaskedDataset(train_records, processing, cfg.mask_config(), cfg.max_length, policy, schema=schema)
+    train_data = masked_train_data(cfg, processing, train_records)
+    policy = train_data.policy
     scan = train_data.prescan(skip_bad_lines=cfg.skip_bad_lines)
     if not len(train_data):
         raise ValueError(f"--dataset {cfg.dataset or 'records'}: no usable example")
-    (out / "mask_stats.json").write_text(json.dumps({**scan.stats.as_dict(), "skipped": scan.errors}, indent=2), encoding="utf-8")
+    stats = {**scan.stats.as_dict(), "skipped": scan.errors, "mask_fingerprint": scan.fingerprint}
+    (out / "mask_stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
     console.print(scan.stats.table(f"mask statistics · {Path(cfg.dataset or 'records').name} · {cfg.mask_strategy}"))
     console.print(render_rich(processing, train_data[0], prompt_tail=12))
     for warning in scan.stats.warnings():
