@@ -63,7 +63,9 @@ class TrainConfig:
     lora_alpha: int = _opt(32, "LoRA alpha")
     lora_dropout: float = _opt(0.0, "LoRA dropout")
     lora_target: str | None = _opt(None, "Regex of module names to adapt (default: the language model's linear layers)")
-    gradient_checkpointing: bool = _opt(False, "Recompute activations in backward to save memory")
+    gradient_checkpointing: bool = _opt(
+        True, "Recompute activations in backward to save memory (on by default, as in TRL; see docs/benchmarks.md)"
+    )
     bf16: str = _opt("auto", "auto | true | false: bf16 autocast (auto: when the CPU/GPU supports it)")
     loss_chunk_size: int = _opt(512, "Rows projected to the vocabulary at a time in the loss")
     # bookkeeping
