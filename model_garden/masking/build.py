@@ -1,7 +1,8 @@
 """Turn one chat into model inputs, labels and loss weights.
 
-``build_example`` renders the chat once with the model's template (see ``render``),
-tokenizes the text once with offsets, and maps character classes to tokens: a token is
+``build_example`` renders the chat with the model's template (see ``render``),
+tokenizes the text once (character offsets from the tokens' bytes for byte-level BPE,
+from the tokenizer otherwise), and maps character classes to tokens: a token is
 trained if any of its characters is trained. The end-of-turn token after each trained
 reply is always trained. For a vision-language processor the processor expands image and
 video placeholders itself; its replacement offsets move the reply spans to the expanded
@@ -98,8 +99,8 @@ def any_char(char_mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.
 
 
 def _token_bytes(tokenizer: Any) -> tuple[list[bytes | None], np.ndarray] | None:
-    """Each token id's bytes and their lengths, for a byte-level BPE vocabulary (GPT-2,
-    SmolLM2, Qwen, Llama 3); ``None`` for others (SentencePiece's ``▁``, WordPiece's
+    """Each token id's bytes and their lengths, for a byte-level BPE vocabulary (GPT-2
+    style: SmolLM2, Qwen); ``None`` for others (SentencePiece's ``▁``, WordPiece's
     ``##``). Built once per tokenizer (about 60 ms for 49k tokens)."""
     try:
         return _TOKEN_BYTES[tokenizer]
@@ -164,8 +165,10 @@ def _encode_text(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tup
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise MaskingError(f"{type(tokenizer).__name__} is a slow tokenizer; exact masks need a fast (tokenizers) one")
-    ids = backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
-    offsets = _byte_level_offsets(tokenizer, text, ids)
+    offsets = None
+    if _token_bytes(tokenizer) is not None:
+        ids = backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
+        offsets = _byte_level_offsets(tokenizer, text, ids)
     if offsets is not None:
         if not spans:
             return ids, 0, 0, lambda a, b: offsets[a:b]
