@@ -122,6 +122,13 @@ def test_structural_weight_keeps_labels(smollm2_tokenizer):
     assert trained_text(smollm2_tokenizer, ex) == REPLY + "<|im_end|>"  # every reply token keeps its label
     assert sorted(set(weights[labels != -100].round(3))) == [0.3, 1.0]
     assert (weights[labels == -100] == 0).all()
+    stats = MaskStats()
+    stats.add(ex)
+    d = stats.as_dict()  # down-weighted tokens are reported as such, not as trained
+    assert "key" in d["weighted"] and "key" not in d["trained"]
+    assert "string" in d["trained"] and "string" not in d["weighted"]
+    assert d["trained_tokens"] + d["weighted_tokens"] == int((labels != -100).sum())
+    assert [c.header for c in stats.table().columns][-1] == "% weighted"
 
 
 def test_fallback_when_reply_is_not_json(smollm2_tokenizer):

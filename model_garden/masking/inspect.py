@@ -75,7 +75,8 @@ def render_html(processing: Any, ex: dict[str, Any], title: str = "") -> str:
 
 @dataclass
 class MaskStats:
-    """Counts over a dataset: tokens per class and how many are trained, fallbacks, drops."""
+    """Counts over a dataset: tokens per class, how many are trained (weight 1) and how
+    many are kept in the loss at a lower weight (``--structural-weight``), fallbacks, drops."""
 
     examples: int = 0
     fallbacks: int = 0
@@ -83,6 +84,7 @@ class MaskStats:
     truncated: int = 0
     tokens: Counter = field(default_factory=Counter)
     trained: Counter = field(default_factory=Counter)
+    weighted: Counter = field(default_factory=Counter)
     weight_sum: float = 0.0
 
     def add(self, ex: dict[str, Any]) -> None:
@@ -90,16 +92,15 @@ class MaskStats:
         self.examples += 1
         self.fallbacks += not ex["json_found"]
         self.truncated += ex["truncated"]
-        labels = np.asarray(ex["labels"])
-        trained = labels != -100
-        if not trained.any():
+        kept = np.asarray(ex["labels"]) != -100
+        if not kept.any():
             self.dropped += 1
+        weights = np.asarray(ex["loss_weights"], dtype=np.float64)
         classes = np.asarray(ex["token_classes"])
-        for code, count in zip(*np.unique(classes, return_counts=True)):
-            self.tokens[TOKEN_CLASS_NAMES[int(code)]] += int(count)
-        for code, count in zip(*np.unique(classes[trained], return_counts=True)):
-            self.trained[TOKEN_CLASS_NAMES[int(code)]] += int(count)
-        self.weight_sum += float(np.sum(ex["loss_weights"]))
+        for counter, where in ((self.tokens, slice(None)), (self.trained, kept & (weights >= 1.0)), (self.weighted, kept & (weights < 1.0))):
+            for code, count in zip(*np.unique(classes[where], return_counts=True)):
+                counter[TOKEN_CLASS_NAMES[int(code)]] += int(count)
+        self.weight_sum += float(weights.sum())
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (written as ``mask_stats.json`` by training)."""
@@ -111,27 +112,34 @@ class MaskStats:
             "truncated": self.truncated,
             "tokens": dict(self.tokens),
             "trained": dict(self.trained),
+            "weighted": dict(self.weighted),
             "fraction_trained": {k: self.trained[k] / v for k, v in reply.items() if v},
+            "fraction_weighted": {k: self.weighted[k] / v for k, v in reply.items() if v and self.weighted[k]},
             "reply_tokens": sum(reply.values()),
             "trained_tokens": sum(self.trained.values()),
+            "weighted_tokens": sum(self.weighted.values()),
             "loss_weight_sum": self.weight_sum,
         }
 
     def table(self, title: str = "mask statistics") -> Table:
-        """A rich table: tokens per class, percent trained."""
+        """A rich table: tokens per class, percent trained (and kept at a lower weight)."""
         table = Table(title=title)
         table.add_column("class")
         table.add_column("tokens", justify="right")
         table.add_column("trained", justify="right")
         table.add_column("% trained", justify="right")
+        if self.weighted:
+            table.add_column("% weighted", justify="right")
         for name in TOKEN_CLASS_NAMES.values():
             if self.tokens[name]:
                 n, t = self.tokens[name], self.trained[name]
-                table.add_row(name, str(n), str(t), f"{100 * t / n:.1f}")
+                row = [name, str(n), str(t), f"{100 * t / n:.1f}"]
+                table.add_row(*row, *([f"{100 * self.weighted[name] / n:.1f}"] if self.weighted else []))
         d = self.as_dict()
         reply_trained = sum(v for k, v in self.trained.items() if k not in ("end_of_turn",))
+        weighted = f" (+{d['weighted_tokens']} at weight < 1)" if self.weighted else ""
         table.caption = (
-            f"{self.examples} examples · reply tokens trained {reply_trained}/{d['reply_tokens']} · "
+            f"{self.examples} examples · reply tokens trained {reply_trained}/{d['reply_tokens']}{weighted} · "
             f"JSON fallbacks {self.fallbacks} · dropped (nothing trained) {self.dropped} · truncated {self.truncated}"
         )
         return table
