@@ -268,7 +268,7 @@ def test_byte_level_offsets_agree_with_the_tokenizers(smollm2_tokenizer, family)
     tok = smollm2_tokenizer if family == "smollm2" else qwen_tokenizer()
     text = tok.apply_chat_template(chat('{"ville": "Montréal 😀 中文", "n": 3}'), tokenize=False)
     enc = tok.backend_tokenizer.encode(text, add_special_tokens=False)
-    offsets = _byte_level_offsets(tok, text, enc.ids)
+    offsets = _byte_level_offsets(_token_bytes(tok), text, enc.ids)
     assert offsets is not None and len(offsets) == len(enc.ids)
     # The tokenizer's own offsets leave out a token's leading space; token_spans closes
     # that gap, and then both agree token for token, multi-byte characters included.
@@ -279,11 +279,11 @@ def test_byte_level_offsets_agree_with_the_tokenizers(smollm2_tokenizer, family)
 def test_offsets_come_from_the_tokenizer_when_bytes_do_not_spell_the_text(smollm2_tokenizer):
     qwen = qwen_tokenizer()
     decomposed = qwen.apply_chat_template(chat('{"ville": "Montre\u0301al"}'), tokenize=False)  # Qwen normalises to NFC
-    assert _byte_level_offsets(qwen, decomposed, qwen.backend_tokenizer.encode(decomposed, add_special_tokens=False).ids) is None
+    assert _byte_level_offsets(_token_bytes(qwen), decomposed, qwen.backend_tokenizer.encode(decomposed, add_special_tokens=False).ids) is None
     # U+40000's lead byte 0xF1 is not in SmolLM2's byte alphabet: the tokenizer drops it.
     dropped = smollm2_tokenizer.apply_chat_template(chat('{"a": "x\U00040000y"}'), tokenize=False)
     ids = smollm2_tokenizer.backend_tokenizer.encode(dropped, add_special_tokens=False).ids
-    assert _byte_level_offsets(smollm2_tokenizer, dropped, ids) is None
+    assert _byte_level_offsets(_token_bytes(smollm2_tokenizer), dropped, ids) is None
     assert _token_bytes(sentencepiece_tokenizer()) is None  # not byte-level at all
     ex = build_example(smollm2_tokenizer, chat('{"a": "x\U00040000y"}'), MaskConfig(strategy="aggressive"))
     assert trained_text(smollm2_tokenizer, ex) == ' "x\ufffd\ufffd\ufffdy"}<|im_end|>'  # its three continuation bytes

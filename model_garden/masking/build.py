@@ -129,18 +129,16 @@ def _token_bytes(tokenizer: Any) -> tuple[list[bytes | None], np.ndarray] | None
     return table
 
 
-def _byte_level_offsets(tokenizer: Any, text: str, ids: list[int]) -> np.ndarray | None:
-    """Character offsets of ``ids`` from their byte lengths, when their bytes spell
-    ``text`` exactly; ``None`` otherwise (the caller asks the tokenizer for offsets).
+def _byte_level_offsets(table: tuple[list[bytes | None], np.ndarray], text: str, ids: list[int]) -> np.ndarray | None:
+    """Character offsets of ``ids`` from their byte lengths (``table`` from
+    ``_token_bytes``), when their bytes spell ``text`` exactly; ``None`` otherwise (the
+    caller asks the tokenizer for offsets).
 
     Tokens whose bytes concatenate to the text's UTF-8 bytes partition it, so the check
     is the proof; it fails for whatever breaks that (a normaliser that changed the text,
     a dropped byte, an added token that strips spaces) and costs a join, against the
     tokenizer's offset bookkeeping, which costs a third of the encoding.
     """
-    table = _token_bytes(tokenizer)
-    if table is None:
-        return None
     pieces, lengths = table
     raw = text.encode()
     try:
@@ -165,10 +163,10 @@ def _encode_text(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tup
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise MaskingError(f"{type(tokenizer).__name__} is a slow tokenizer; exact masks need a fast (tokenizers) one")
-    offsets = None
-    if _token_bytes(tokenizer) is not None:
+    offsets, table = None, _token_bytes(tokenizer)
+    if table is not None:
         ids = backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
-        offsets = _byte_level_offsets(tokenizer, text, ids)
+        offsets = _byte_level_offsets(table, text, ids)
     if offsets is not None:
         if not spans:
             return ids, 0, 0, lambda a, b: offsets[a:b]

@@ -97,7 +97,8 @@ class MaskStats:
             self.dropped += 1
         weights = np.asarray(ex["loss_weights"], dtype=np.float64)
         classes = np.asarray(ex["token_classes"])
-        for counter, where in ((self.tokens, slice(None)), (self.trained, kept & (weights >= 1.0)), (self.weighted, kept & (weights < 1.0))):
+        counted = ((self.tokens, slice(None)), (self.trained, kept & (weights >= 1.0)), (self.weighted, kept & (weights < 1.0)))
+        for counter, where in counted:
             for code, count in zip(*np.unique(classes[where], return_counts=True)):
                 counter[TOKEN_CLASS_NAMES[int(code)]] += int(count)
         self.weight_sum += float(weights.sum())
