@@ -3,14 +3,13 @@ compares with the design notes' prefix re-encoding mask.
 
 Examples are SROIE receipts read from ``../shared/data/sroie`` (never copied): the
 prompt is the receipt's OCR text, the reply its gold JSON; about 400-600 SmolLM2 tokens
-each. Every method runs over the same examples; each timing is the best of ``--repeat``
-passes (the machine is shared, and the minimum is the least disturbed).
+each. Every method runs over the same examples; each method's time is the sum, over
+chunks of 10 chats, of its best of ``--repeat`` turns on the chunk (the machine is shared
+and its speed drifts; see ``best_times``).
 
 * ``plain``: ``apply_chat_template(messages, tokenize=False)`` then ``tokenizer(text)``:
   what any SFT trainer pays anyway.
-* ``plain + a second apply_chat_template``: the engine's floor; it renders each chat
-  twice (once with sentinels in place of the replies) to locate replies exactly.
-* ``build_example (strategy)``: the engine (renders, tokenizes once with offsets, masks).
+* ``build_example (strategy)``: the engine (renders once, tokenizes once, masks).
 * ``reference``: plain tokenization plus the notes' ``_create_structural_mask``: for each
   structural regex match, re-encode the prefix up to the match's start and end to find
   its token positions; over the reply alone, and over the whole decoded example as the
@@ -27,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import statistics
 import time
@@ -106,17 +106,30 @@ def reference_example(tok, messages):
     return ids, prefix_mask(tok, tok.decode(ids))
 
 
-def best_times(methods: dict, chats, repeat: int) -> dict[str, float]:
-    """Best seconds per pass for each method; methods take turns within each repeat, so
-    a burst of load on the shared machine does not fall on one method only."""
-    best = dict.fromkeys(methods, float("inf"))
+def best_times(methods: dict, chats, repeat: int, chunk: int = 10) -> dict[str, float]:
+    """Best seconds for each method over all chats.
+
+    The chats are cut into chunks of ``chunk``; the methods take turns on each chunk, in
+    a new random order each time, ``repeat`` times, and a method's time is the sum of its
+    best time per chunk. This machine's speed drifts by up to 1.6x in phases of about a
+    second (other tenants' load): turns of a few milliseconds put every method in the same
+    phase, where turns of a whole pass over the chats did not. The order is shuffled
+    because a method that follows a different code path starts with colder caches (in a
+    fixed rotation one method always followed the plain tokenizer and paid for it).
+    """
+    parts = [chats[i : i + chunk] for i in range(0, len(chats), chunk)]
+    names = list(methods)
+    best = {name: [float("inf")] * len(parts) for name in names}
+    rng = random.Random(0)
     for _ in range(repeat):
-        for name, fn in methods.items():
-            start = time.perf_counter()
-            for messages in chats:
-                fn(messages)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+        for c, part in enumerate(parts):
+            for name in rng.sample(names, len(names)):
+                fn = methods[name]
+                start = time.perf_counter()
+                for messages in part:
+                    fn(messages)
+                best[name][c] = min(best[name][c], time.perf_counter() - start)
+    return {name: sum(times) for name, times in best.items()}
 
 
 def main() -> None:
@@ -134,7 +147,6 @@ def main() -> None:
 
     methods = {
         "plain apply_chat_template + tokenize": lambda m: plain(tok, m),
-        "plain + a second apply_chat_template": lambda m: (tok.apply_chat_template(m, tokenize=False), plain(tok, m)),
     }
     for name, cfg in STRATEGIES.items():
         methods[f"build_example ({name})"] = lambda m, c=cfg: build_example(tok, m, c)
