@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from model_garden.masking import MaskConfig, MaskingError, build_example, json_spans
-from model_garden.masking.build import _byte_level_offsets, _token_bytes, token_spans
+from model_garden.masking.build import _tail_spans, _token_bytes, token_spans
 from model_garden.masking.inspect import MaskStats
 from model_garden.testing import qwen_tokenizer, sentencepiece_tokenizer
 
@@ -26,6 +26,11 @@ def chat(reply: str = REPLY, **extra) -> list[dict]:
 def trained_text(tok, ex: dict) -> str:
     ids = [i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
     return tok.decode(ids)
+
+
+def from_first_trained(ex: dict) -> tuple[list, list]:
+    first = next(i for i, lab in enumerate(ex["labels"]) if lab != -100)
+    return ex["labels"][first:], ex["loss_weights"][first:]
 
 
 def spans_by_kind(text: str) -> list[tuple[str, str]]:
@@ -209,6 +214,49 @@ def test_template_that_rewrites_the_reply_is_refused():
         build_example(tok, chat(), MaskConfig(), example=7)
 
 
+_FLAGGING = (
+    "{% for m in messages %}{{ bos_token if m['role'] == 'user' }}[{{ m['role'] }}]"
+    "{% if m['role'] == 'user' and 'urgent' in m['content'] %}(!){% endif %} {{ m['content'] }}"
+    "{{ ' ' + eos_token if m['role'] == 'assistant' }}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize("prompt", ["urgent: John is 30.", "urgent \ue0009\ue001 John is 30."])
+def test_template_that_reads_the_prompt_gets_exact_spans(prompt):
+    # The all-sentinel skeleton lacks "(!)"; sentinels in the replies only then find
+    # them, also when the prompt holds text shaped like a sentinel.
+    tok = spm_with_template(_FLAGGING)
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": REPLY}]
+    ex = build_example(tok, messages, MaskConfig(strategy="aggressive"))
+    assert tok.decode(ex["input_ids"]).startswith("<s>[user](!) urgent")
+    plain = build_example(spm_with_template(_FLAGGING.replace("(!)", "")), messages, MaskConfig(strategy="aggressive"))
+    assert trained_text(tok, ex) == '"John",30 </s>'
+    assert from_first_trained(ex) == from_first_trained(plain)
+
+
+def test_a_chat_shape_is_rendered_once(smollm2_tokenizer, monkeypatch):
+    from model_garden.masking import render
+
+    calls = []
+    template = render._template
+    monkeypatch.setattr(render, "_template", lambda *a, **k: calls.append(a[1]) or template(*a, **k))
+    first = [{"role": "system", "content": "Be exact."}, *chat('{"shape": "once"}')]
+    build_example(smollm2_tokenizer, first, MaskConfig())
+    calls.clear()
+    ex = build_example(smollm2_tokenizer, [first[0], *chat('{"b": 2}')], MaskConfig(strategy="aggressive"))
+    assert len(calls) == 1 and calls[0][-1]["content"] == '{"b": 2}'  # the real chat only
+    assert trained_text(smollm2_tokenizer, ex) == "2<|im_end|>"
+
+
+def test_a_changed_template_is_used():
+    tok = spm_with_template("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}{% endfor %}")
+    build_example(tok, chat(), MaskConfig())
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}{{ eos_token }}{% endfor %}"
+    ex = build_example(tok, chat(), MaskConfig())
+    assert tok.decode(ex["input_ids"]).startswith("<user> John is 30.")
+    assert trained_text(tok, ex) == REPLY + "</s>"
+
+
 # ---- bad input ------------------------------------------------------------------------
 
 
@@ -264,26 +312,30 @@ def test_sentencepiece_decodes_a_literal_metaspace_as_space():
 
 
 @pytest.mark.parametrize("family", ["smollm2", "qwen"])
-def test_byte_level_offsets_agree_with_the_tokenizers(smollm2_tokenizer, family):
+@pytest.mark.parametrize("where", ["reply", "text"])
+def test_byte_level_offsets_agree_with_the_tokenizers(smollm2_tokenizer, family, where):
     tok = smollm2_tokenizer if family == "smollm2" else qwen_tokenizer()
-    text = tok.apply_chat_template(chat('{"ville": "Montréal 😀 中文", "n": 3}'), tokenize=False)
+    reply = '{"ville": "Montréal 😀 中文", "n": 3}'
+    text = tok.apply_chat_template(chat(reply), tokenize=False)
     enc = tok.backend_tokenizer.encode(text, add_special_tokens=False)
-    offsets = _byte_level_offsets(_token_bytes(tok), text, enc.ids)
-    assert offsets is not None and len(offsets) == len(enc.ids)
+    start = text.index(reply) if where == "reply" else 0
+    lo, starts, ends = _tail_spans(_token_bytes(tok), text, enc.ids, start)
+    assert lo == (0 if where == "text" else max(0, enc.char_to_token(start) - 8))
     # The tokenizer's own offsets leave out a token's leading space; token_spans closes
     # that gap, and then both agree token for token, multi-byte characters included.
-    mine, theirs = token_spans(offsets, len(text)), token_spans(np.asarray(enc.offsets), len(text))
-    assert mine[0].tolist() == theirs[0].tolist() and mine[1].tolist() == theirs[1].tolist()
+    theirs = token_spans(np.asarray(enc.offsets), len(text))
+    assert starts.tolist() == theirs[0][lo:].tolist() and ends.tolist() == theirs[1][lo:].tolist()
 
 
 def test_offsets_come_from_the_tokenizer_when_bytes_do_not_spell_the_text(smollm2_tokenizer):
     qwen = qwen_tokenizer()
     decomposed = qwen.apply_chat_template(chat('{"ville": "Montre\u0301al"}'), tokenize=False)  # Qwen normalises to NFC
-    assert _byte_level_offsets(_token_bytes(qwen), decomposed, qwen.backend_tokenizer.encode(decomposed, add_special_tokens=False).ids) is None
+    ids = qwen.backend_tokenizer.encode(decomposed, add_special_tokens=False).ids
+    assert _tail_spans(_token_bytes(qwen), decomposed, ids, decomposed.index("{")) is None
     # U+40000's lead byte 0xF1 is not in SmolLM2's byte alphabet: the tokenizer drops it.
     dropped = smollm2_tokenizer.apply_chat_template(chat('{"a": "x\U00040000y"}'), tokenize=False)
     ids = smollm2_tokenizer.backend_tokenizer.encode(dropped, add_special_tokens=False).ids
-    assert _byte_level_offsets(_token_bytes(smollm2_tokenizer), dropped, ids) is None
+    assert _tail_spans(_token_bytes(smollm2_tokenizer), dropped, ids, dropped.index("{")) is None
     assert _token_bytes(sentencepiece_tokenizer()) is None  # not byte-level at all
     ex = build_example(smollm2_tokenizer, chat('{"a": "x\U00040000y"}'), MaskConfig(strategy="aggressive"))
     assert trained_text(smollm2_tokenizer, ex) == ' "x\ufffd\ufffd\ufffdy"}<|im_end|>'  # its three continuation bytes

@@ -32,13 +32,17 @@ from model_garden.masking.strategies import (
 
 # Class codes ordered from least to most meaningful, for naming a token that mixes classes.
 _ORDER = [PROMPT, WHITESPACE, PUNCT, OTHER, KEY_QUOTE, VALUE_QUOTE, KEY, LITERAL, NUMBER, STRING, END_OF_TURN, MEDIA]
-_RANK = np.zeros(256, dtype=np.uint8)
-_RANK[_ORDER] = np.arange(len(_ORDER))
-_BY_RANK = np.asarray(_ORDER, dtype=np.uint8)
+_CLASS_BIT = np.zeros(256, dtype=np.uint16)
+_CLASS_BIT[_ORDER] = 1 << np.arange(len(_ORDER))
+_CLASSES, _TRAINED, _REPLY = (1 << len(_ORDER)) - 1, 1 << len(_ORDER), 1 << (len(_ORDER) + 1)
+_REPLY_BITS = np.array([_REPLY, _REPLY | _TRAINED], dtype=np.uint16)  # by a character's trained flag
+# The class of a set of class bits: the highest one's (no bit: prompt).
+_TOP_CLASS = np.array([_ORDER[max(m.bit_length() - 1, 0)] for m in range(_CLASSES + 1)], dtype=np.uint8)
 _SPECIAL_IDS: "weakref.WeakKeyDictionary[Any, frozenset[int]]" = weakref.WeakKeyDictionary()
 _IS_PROCESSOR: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
 _TOKEN_BYTES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
-# Tokens kept on each side of the replies' token range: more than the end-of-turn lookahead.
+# Tokens kept before the one holding the first reply's first character (offsets from a
+# tokenizer may overlap); the window always runs to the end of the text.
 _MARGIN = 8
 
 
@@ -129,77 +133,80 @@ def _token_bytes(tokenizer: Any) -> tuple[list[bytes | None], np.ndarray] | None
     return table
 
 
-def _byte_level_offsets(table: tuple[list[bytes | None], np.ndarray], text: str, ids: list[int]) -> np.ndarray | None:
-    """Character offsets of ``ids`` from their byte lengths (``table`` from
-    ``_token_bytes``), when their bytes spell ``text`` exactly; ``None`` otherwise (the
-    caller asks the tokenizer for offsets).
+def _tail_spans(table: tuple[list[bytes | None], np.ndarray], text: str, ids: list[int], start: int) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """Character spans of the last tokens of ``ids``, from their byte lengths (``table``
+    from ``_token_bytes``), when their bytes spell the end of ``text`` exactly; ``None``
+    otherwise (the caller asks the tokenizer for offsets).
 
-    Tokens whose bytes concatenate to the text's UTF-8 bytes partition it, so the check
-    is the proof; it fails for whatever breaks that (a normaliser that changed the text,
-    a dropped byte, an added token that strips spaces) and costs a join, against the
+    Returns ``(lo, starts, ends)`` for tokens ``lo..``: every token from ``_MARGIN`` tokens
+    before the one holding character ``start`` to the end. Only these tokens are looked
+    at, so the prompt before them (most of a long example) costs nothing. Tokens whose
+    bytes concatenate to the text's last UTF-8 bytes partition that tail, so the check is
+    the proof; it fails for whatever breaks that (a normaliser that changed the text, a
+    dropped byte, an added token that strips spaces) and costs a join, against the
     tokenizer's offset bookkeeping, which costs a third of the encoding.
     """
     pieces, lengths = table
     raw = text.encode()
-    try:
-        if b"".join([pieces[i] for i in ids]) != raw:
+    n, ascii_only = len(ids), len(raw) == len(text)
+    need = len(raw) - (start if ascii_only else len(text[:start].encode()))  # bytes from `start` to the end
+    # How many tokens from the end hold those bytes and the margin: first a guess (JSON
+    # averages 3-4 bytes a token), then one per byte, which is enough (a token that passes
+    # the check below holds at least one byte).
+    for m in (min(n, need // 2 + 2 * _MARGIN), min(n, need + _MARGIN)):
+        try:
+            sizes = lengths[ids[n - m :]][::-1]  # the last token first
+        except IndexError:  # an id outside the table
             return None
-    except (IndexError, TypeError):  # an id outside the table, or a token without bytes
+        from_end = np.cumsum(sizes)
+        count = int(np.searchsorted(from_end, need)) + 1 + _MARGIN
+        if count <= m or m == n:
+            break
+    count = min(count, m)
+    if count == 0:  # no token at all
         return None
-    sizes = lengths[np.asarray(ids, dtype=np.int64)]
-    ends = np.cumsum(sizes)
-    starts = ends - sizes
-    if len(raw) != len(text):  # bytes to characters; a token inside a character covers it
-        char_of_byte = np.cumsum((np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80) - 1
-        starts, ends = char_of_byte[starts], char_of_byte[ends - 1] + 1
-    return np.stack([starts, ends], axis=1)
+    base = len(raw) - int(from_end[count - 1])  # the window's first byte
+    try:
+        if base < 0 or b"".join(map(pieces.__getitem__, ids[n - count :])) != raw[base:]:
+            return None
+    except TypeError:  # a token without bytes
+        return None
+    starts = len(raw) - from_end[count - 1 :: -1]
+    ends = starts + sizes[count - 1 :: -1]
+    if not ascii_only:  # bytes to characters; a token inside a character covers it
+        is_lead = (np.frombuffer(raw, dtype=np.uint8, offset=base) & 0xC0) != 0x80
+        char_of_byte = len(text) - int(is_lead.sum()) - 1 + np.cumsum(is_lead)
+        starts, ends = char_of_byte[starts - base], char_of_byte[ends - base - 1] + 1
+    return n - count, starts, ends
 
 
-def _encode_text(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int, int, Any]:
-    """Tokenize ``text``; return the ids, a token window ``lo..hi`` around the trained
-    replies (the prompt, most of a long example, is never converted to arrays; the caller
-    checks the window and widens it to all tokens when needed) and ``offsets_of(a, b)``,
-    the character offsets of tokens ``a..b``."""
+def _encode_text(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int, np.ndarray, np.ndarray]:
+    """Tokenize ``text``; return the ids and the character spans ``(starts, ends)`` of
+    tokens ``lo..``, a window that holds every token touching a trained reply, some
+    before it and everything after it (the prompt before it is never converted to arrays;
+    without trained replies the window is empty)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise MaskingError(f"{type(tokenizer).__name__} is a slow tokenizer; exact masks need a fast (tokenizers) one")
-    offsets, table = None, _token_bytes(tokenizer)
+    table = _token_bytes(tokenizer)
     if table is not None:
         ids = backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
-        offsets = _byte_level_offsets(table, text, ids)
-    if offsets is not None:
         if not spans:
-            return ids, 0, 0, lambda a, b: offsets[a:b]
-        first = int(np.searchsorted(offsets[:, 1], spans[0][0], side="right"))
-        last = int(np.searchsorted(offsets[:, 0], spans[-1][1] - 1, side="right"))
-        return ids, max(0, first - _MARGIN), min(len(ids), last + _MARGIN), lambda a, b: offsets[a:b]
+            return ids, len(ids), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        window = _tail_spans(table, text, ids, spans[0][0])
+        if window is not None:
+            return ids, *window
     enc = backend.encode(text, add_special_tokens=False)
-    ids = enc.ids
-    lo, hi = 0, 0
-    if spans:
-        first, last = enc.char_to_token(spans[0][0]), enc.char_to_token(max(spans[-1][1] - 1, 0))
-        lo, hi = (0, len(ids)) if first is None or last is None else (max(0, first - _MARGIN), min(len(ids), last + 1 + _MARGIN))
-    return ids, lo, hi, lambda a, b: np.fromiter(
-        chain.from_iterable(map(enc.token_to_chars, range(a, b))), dtype=np.int64, count=2 * (b - a)
-    ).reshape(-1, 2)
-
-
-def _window_ok(lo: int, hi: int, n: int, starts: np.ndarray, ends: np.ndarray, spans: list[tuple[int, int]]) -> bool:
-    """Whether tokens ``lo..hi`` hold every token touching a reply, and room after the
-    last reply for its end of turn (``_end_of_turn`` looks up to 4 tokens ahead)."""
+    ids, n = enc.ids, len(enc.ids)
     if not spans:
-        return True
-    if lo > 0 and ends[0] > spans[0][0]:
-        return False
-    return hi == n or (hi - lo >= 5 and starts[-5] >= spans[-1][1])
-
-
-def _window_spans(offsets_of: Any, lo: int, hi: int, n_chars: int) -> tuple[np.ndarray, np.ndarray]:
-    """``token_spans`` of tokens ``lo..hi``, as computed over the whole sequence (the
-    token before ``lo`` closes the gap in front of it)."""
-    first = max(lo - 1, 0)
-    starts, ends = token_spans(offsets_of(first, hi), n_chars)
-    return (starts[1:], ends[1:]) if lo > 0 else (starts, ends)
+        return ids, n, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    first = enc.char_to_token(spans[0][0])
+    lo = 0 if first is None else max(0, first - _MARGIN)
+    # The token before the window closes the gap in front of it, as over the whole sequence.
+    before = max(lo - 1, 0)
+    offsets = np.fromiter(chain.from_iterable(map(enc.token_to_chars, range(before, n))), dtype=np.int64, count=2 * (n - before))
+    starts, ends = token_spans(offsets.reshape(-1, 2), len(text))
+    return (ids, lo, starts[1:], ends[1:]) if lo > 0 else (ids, lo, starts, ends)
 
 
 def _encode_multimodal(
@@ -327,60 +334,57 @@ def build_example(
             images = [load_image(ref, where=name) for ref in conv.images]
         ids, offsets, text, replacements, extras = _encode_multimodal(processing, text, images, conv.videos, processor_kwargs)
         spans = [(_shift(s, replacements), _shift(e, replacements)) for s, e in spans]
-        lo, hi = 0, len(ids)
-        offsets_of = lambda a, b: offsets[a:b]  # noqa: E731
+        lo = 0
+        starts, ends = token_spans(offsets, len(text))
     else:
-        ids, lo, hi, offsets_of = _encode_text(tokenizer, text, spans)
-
+        ids, lo, starts, ends = _encode_text(tokenizer, text, spans)
     n, n_chars = len(ids), len(text)
-    starts, ends = _window_spans(offsets_of, lo, hi, n_chars)
-    if not _window_ok(lo, hi, n, starts, ends, spans):
-        lo, hi = 0, n
-        starts, ends = _window_spans(offsets_of, lo, hi, n_chars)
-    origin = int(starts.min()) if hi > lo else 0  # per-character arrays start here
+    # Per-character arrays start at the window's first token; tokens lo..n are the window.
+    origin = int(starts.min()) if n > lo else 0
 
-    size = n_chars - origin
-    classes = np.zeros(size + 1, dtype=np.uint8)
-    trained = np.zeros(size + 1, dtype=np.uint8)
-    in_reply = np.zeros(size + 1, dtype=np.uint8)
+    # One code per character: its class as a one-hot bit, a trained bit and a reply bit.
+    # OR-ing a token's characters then gives all three for the token in one pass.
+    codes = np.zeros(n_chars - origin + 1, dtype=np.uint16)
     json_found = True
     pieces = [p for p, t in zip(conv.pieces, conv.trained) if t]
     for (s, e), piece in zip(spans, pieces):
         piece_classes, piece_trained, found = reply_char_masks(text[s:e], cfg)
-        classes[s - origin : e - origin] = piece_classes
-        trained[s - origin : e - origin] = piece_trained
-        in_reply[s - origin : e - origin] = 1
+        codes[s - origin : e - origin] = _CLASS_BIT[piece_classes] | _REPLY_BITS[piece_trained]
         json_found &= found or cfg.strategy in ("none", "custom")
     for r in replacements:
         ns, ne = r["new_span"]
-        classes[ns - origin : ne - origin] = MEDIA
-
-    local_starts, local_ends = starts - origin, ends - origin
-    tok_trained = any_char(trained, local_starts, local_ends)
-    tok_reply = any_char(in_reply, local_starts, local_ends)
-    # A token's class is its most meaningful character's: `' "'` is a value quote, not whitespace.
-    if hi > lo:
-        window_classes = _BY_RANK[np.maximum.reduceat(_RANK[classes[:size]], np.minimum(local_starts, size - 1))]
+        codes[ns - origin : ne - origin] = _CLASS_BIT[MEDIA]
+    if n > lo:
+        bounds = np.empty(2 * (n - lo), dtype=np.int64)
+        bounds[0::2], bounds[1::2] = starts - origin, ends - origin
+        # Pairs (start, end) make reduceat OR each token's own characters; the entries between
+        # pairs are dropped.
+        token_codes = np.bitwise_or.reduceat(codes, bounds)[0::2]
     else:
-        window_classes = np.zeros(0, dtype=np.uint8)
+        token_codes = np.zeros(0, dtype=np.uint16)
+    tok_trained = (token_codes & _TRAINED) != 0
+    tok_reply = (token_codes & _REPLY) != 0
+    # A token's class is its most meaningful character's: `' "'` is a value quote, not whitespace.
+    window_classes = _TOP_CLASS[token_codes & _CLASSES]
 
-    window_ids = ids[lo:hi]
+    window_ids = ids[lo:]
     if cfg.strategy == "schema-forced":
         json_found &= _mask_forced(tokenizer, schema or cfg.schema, window_ids, starts, ends, spans, tok_trained, name)
 
     special = _special_ids(tokenizer)
     for _, e in spans:
-        eot = _end_of_turn(window_ids, starts, ends, text, e, special)
-        tok_trained[eot] = True
-        window_classes[eot] = np.where(tok_reply[eot], window_classes[eot], END_OF_TURN)
+        for i in _end_of_turn(window_ids, starts, ends, text, e, special):
+            tok_trained[i] = True
+            if not tok_reply[i]:
+                window_classes[i] = END_OF_TURN
 
-    weighted = tok_reply & ~tok_trained if cfg.structural_weight > 0 else np.zeros(hi - lo, dtype=bool)
+    weighted = tok_reply & ~tok_trained if cfg.structural_weight > 0 else np.zeros(n - lo, dtype=bool)
     # Outside the window every token is prompt: masked, weight 0.
     labels, weights = [-100] * n, [0.0] * n
-    labels[lo:hi] = np.where(tok_trained | weighted, np.asarray(window_ids, dtype=np.int64), -100).tolist()
-    weights[lo:hi] = np.where(tok_trained, 1.0, np.where(weighted, cfg.structural_weight, 0.0)).tolist()
+    labels[lo:] = np.where(tok_trained | weighted, np.asarray(window_ids, dtype=np.int64), -100).tolist()
+    weights[lo:] = np.where(tok_trained, 1.0, np.where(weighted, cfg.structural_weight, 0.0)).tolist()
     tok_classes = np.zeros(n, dtype=np.uint8)
-    tok_classes[lo:hi] = window_classes
+    tok_classes[lo:] = window_classes
 
     truncated = max_length is not None and len(ids) > max_length
     if truncated:

@@ -1,13 +1,17 @@
 """Render a chat with the model's own template and locate every reply in the text.
 
-The conversation is rendered twice: once with each assistant text replaced by a unique
-sentinel (private-use characters no tokenizer merges with the template text), once with
-the real text. Substituting the replies for the sentinels must reproduce the real
-rendering; then each reply's character span is known exactly, whatever the template
-adds around it (a default system prompt, role headers, turn separators). A template that
-rewrites replies (``| trim``, reasoning stripping) fails that check; the replies are then
-searched for in the real rendering in conversation order, and an example whose reply
-cannot be found is refused with an error that names it.
+Every text piece of the conversation (system, user and assistant) is replaced by a
+unique sentinel (private-use characters no tokenizer merges with the template text) and
+that skeleton is rendered; substituting the pieces for the sentinels must reproduce the
+real rendering exactly. Then each reply's character span is known exactly, whatever the
+template adds around it (a default system prompt, role headers, turn separators). The
+skeleton depends only on the chat's shape (roles, media, other keys), so it is rendered
+once per shape and template, and a chat costs one rendering. A template that looks at
+the prompt's text fails that check; that chat then gets a skeleton of its own, with
+sentinels in the replies only. A template that rewrites replies (``| trim``, reasoning
+stripping) fails both; the replies are then searched for in the real rendering in
+conversation order, and an example whose reply cannot be found is refused with an error
+that names it.
 
 Training and inference share this module: ``render_chat`` builds training text,
 ``render_prompt`` the generation prompt.
@@ -36,19 +40,28 @@ class Conversation:
 
     Attributes:
         messages: Template-ready messages holding the real text.
-        sentinel_messages: The same with every assistant text piece replaced by a sentinel.
-        pieces: The assistant text pieces, indexed by sentinel number.
-        trained: Per piece, whether the policy trains it.
+        sentinel_messages: The same with every text piece replaced by its sentinel.
+        pieces: The text pieces in conversation order, indexed by sentinel number.
+        roles: Per piece, the role of its message.
+        trained: Per piece, whether the policy trains it (only assistant pieces can be).
         images: Image references in the order the template meets them.
         videos: Video references likewise.
     """
 
-    messages: list[dict[str, Any]]
-    sentinel_messages: list[dict[str, Any]]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    sentinel_messages: list[dict[str, Any]] = field(default_factory=list)
     pieces: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
     trained: list[bool] = field(default_factory=list)
     images: list[Any] = field(default_factory=list)
     videos: list[Any] = field(default_factory=list)
+
+    def add(self, text: str, role: str, trained: bool) -> str:
+        """Record a text piece; return its sentinel."""
+        self.pieces.append(text)
+        self.roles.append(role)
+        self.trained.append(trained)
+        return _SENTINEL.format(len(self.pieces) - 1)
 
 
 def _parts(content: Any, where: str) -> list[dict[str, Any]]:
@@ -96,7 +109,7 @@ def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bo
     assistant_idx = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"]
     if not assistant_idx:
         raise MaskingError(f"{example}: no assistant message to train on")
-    conv = Conversation(messages=[], sentinel_messages=[])
+    conv = Conversation()
     last = assistant_idx[-1]
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or msg.get("role") not in ROLES:
@@ -104,18 +117,12 @@ def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bo
             raise MaskingError(f"{example}, message {i}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
         role, content = msg["role"], msg.get("content")
         trained = role == "assistant" and msg.get("weight", 1) != 0 and (cfg.train_on == "all_assistant" or i == last)
+        extra = {k: v for k, v in msg.items() if k != "content" and k != "weight"}
         if isinstance(content, str) and not multimodal:  # the common case, kept cheap
-            extra = {k: v for k, v in msg.items() if k != "content" and k != "weight"}
+            if trained and not content.strip():
+                raise MaskingError(f"{example}, message {i}: the assistant reply is empty")
             conv.messages.append({**extra, "content": content})
-            if role == "assistant":
-                if trained and not content.strip():
-                    raise MaskingError(f"{example}, message {i}: the assistant reply is empty")
-                extra["content"] = _SENTINEL.format(len(conv.pieces))
-                conv.pieces.append(content)
-                conv.trained.append(trained)
-            else:
-                extra["content"] = content
-            conv.sentinel_messages.append(extra)
+            conv.sentinel_messages.append({**extra, "content": conv.add(content, role, trained)})
             continue
         where = f"{example}, message {i}"
         parts = _parts(content, where)
@@ -124,27 +131,17 @@ def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bo
             raise MaskingError(f"{where}: has {media[0]['type']} content but the model is text-only")
         if media and role == "assistant":
             raise MaskingError(f"{where}: assistant replies must be text")
+        if trained and not "".join(p["text"] for p in parts if p["type"] == "text").strip():
+            raise MaskingError(f"{where}: the assistant reply is empty")
         real, sent = [], []
         for p in parts:
-            if p["type"] == "image":
-                conv.images.append(p["ref"])
-            elif p["type"] == "video":
-                conv.videos.append(p["ref"])
-            if p["type"] != "text":
-                real.append({"type": p["type"]})
-                sent.append({"type": p["type"]})
+            if p["type"] == "text":
+                real.append({"type": "text", "text": p["text"]})
+                sent.append({"type": "text", "text": conv.add(p["text"], role, trained)})
                 continue
-            text = p["text"]
-            real.append({"type": "text", "text": text})
-            if role == "assistant":
-                sent.append({"type": "text", "text": _SENTINEL.format(len(conv.pieces))})
-                conv.pieces.append(text)
-                conv.trained.append(trained)
-            else:
-                sent.append(dict(real[-1]))
-        if trained and not "".join(p["text"] for p in parts).strip():
-            raise MaskingError(f"{where}: the assistant reply is empty")
-        extra = {k: v for k, v in msg.items() if k not in ("content", "weight")}
+            (conv.images if p["type"] == "image" else conv.videos).append(p["ref"])
+            real.append({"type": p["type"]})
+            sent.append({"type": p["type"]})
         if multimodal:
             conv.messages.append({**extra, "content": real})
             conv.sentinel_messages.append({**extra, "content": sent})
@@ -160,57 +157,118 @@ _PROBE = [
     {"role": "assistant", "content": " {\"a\": 1} "},
     {"role": "user", "content": "Again."},
 ]
-_DIRECT: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_SKELETON_CACHE_SIZE = 4096  # chat shapes kept per template; a data set has a handful
 
 
-def _direct_renderer(owner: Any) -> Any:
-    """The owner's compiled template as a plain function, when it renders exactly like
-    ``apply_chat_template`` (checked once per owner); ``None`` otherwise.
+@dataclass
+class _Renderer:
+    """What is known of one owner's chat template (rebuilt when the template changes).
 
-    ``apply_chat_template`` spends about as long converting its arguments as the
-    template takes to render, and masking renders every chat twice.
+    Attributes:
+        template: The template this was built for.
+        direct: The compiled template as a plain function, when it renders exactly like
+            ``apply_chat_template`` (checked on probe chats); ``None`` otherwise.
+            ``apply_chat_template`` spends about as long converting its arguments as the
+            template takes to render.
+        skeletons: Renderings of all-sentinel chats, by chat shape (see ``_skeleton``).
     """
+
+    template: Any
+    direct: Any = None
+    skeletons: dict[str, list[str] | None] = field(default_factory=dict)
+
+
+_RENDERERS: "weakref.WeakKeyDictionary[Any, _Renderer]" = weakref.WeakKeyDictionary()
+
+
+def _renderer(owner: Any) -> _Renderer:
+    template = getattr(owner, "chat_template", None)
     try:
-        return _DIRECT[owner]
+        known = _RENDERERS[owner]
+        if known.template is template:
+            return known
     except KeyError:
         pass
-    except TypeError:  # not weak-referenceable
-        return None
-    renderer = None
-    template = getattr(owner, "chat_template", None)
-    if isinstance(template, str):
-        try:
-            from transformers.utils.chat_template_utils import _compile_jinja_template
-
-            compiled = _compile_jinja_template(template)
-            tok = owner.tokenizer if hasattr(owner, "tokenizer") and hasattr(owner, "image_processor") else owner
-            extra = dict(getattr(tok, "special_tokens_map", {}))
-
-            def direct(messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
-                return compiled.render(messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **extra)
-
-            renderer = direct
-            for generation in (False, True):
-                probe = _PROBE if generation else _PROBE[:3]
-                if hasattr(owner, "image_processor"):
-                    probe = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in probe]
-                if direct(probe, generation) != owner.apply_chat_template(probe, tokenize=False, add_generation_prompt=generation):
-                    renderer = None
-                    break
-        except Exception:  # any doubt: keep transformers' own path
-            renderer = None
-    _DIRECT[owner] = renderer
+    except TypeError:  # not weak-referenceable: transformers' own path, nothing cached
+        return _Renderer(template)
+    renderer = _Renderer(template, _compile(owner, template))
+    _RENDERERS[owner] = renderer
     return renderer
+
+
+def _compile(owner: Any, template: Any) -> Any:
+    if not isinstance(template, str):
+        return None
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        compiled = _compile_jinja_template(template)
+        tok = owner.tokenizer if hasattr(owner, "tokenizer") and hasattr(owner, "image_processor") else owner
+        extra = dict(getattr(tok, "special_tokens_map", {}))
+
+        def direct(messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
+            return compiled.render(messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **extra)
+
+        for generation in (False, True):
+            probe = _PROBE if generation else _PROBE[:3]
+            if hasattr(owner, "image_processor"):
+                probe = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in probe]
+            if direct(probe, generation) != owner.apply_chat_template(probe, tokenize=False, add_generation_prompt=generation):
+                return None
+        return direct
+    except Exception:  # any doubt: keep transformers' own path
+        return None
 
 
 def _template(owner: Any, messages: list[dict[str, Any]], example: str, add_generation_prompt: bool = False) -> str:
     try:
-        direct = _direct_renderer(owner)
+        direct = _renderer(owner).direct
         if direct is not None:
             return direct(messages, add_generation_prompt)
         return owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     except Exception as exc:  # jinja raises its own errors, e.g. "roles must alternate"
         raise MaskingError(f"{example}: the chat template failed: {exc}") from exc
+
+
+def _skeleton(owner: Any, sentinel_messages: list[dict[str, Any]]) -> list[str] | None:
+    """The rendering of an all-sentinel chat, split at the sentinels (template text and
+    sentinel numbers alternate); ``None`` if the template refuses it. Cached per template
+    and chat shape: the real rendering checks every use, so a stale entry (a template
+    that prints today's date) costs a fallback, never a wrong span."""
+    key = repr(sentinel_messages)
+    cache = _renderer(owner).skeletons
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    try:
+        chunks = _SENTINEL_RE.split(_template(owner, sentinel_messages, "skeleton"))
+    except MaskingError:
+        chunks = None
+    if len(cache) >= _SKELETON_CACHE_SIZE:
+        cache.clear()
+    cache[key] = chunks
+    return chunks
+
+
+def _substitute(chunks: list[str] | None, conv: Conversation, expected: list[int], real: str) -> list[tuple[int, int]] | None:
+    """Put the pieces in place of their sentinels; the trained pieces' spans if that
+    spells ``real`` with the ``expected`` sentinels each met once, in order."""
+    if chunks is None:
+        return None
+    out, spans, pos, seen = [], [], 0, []
+    for j, chunk in enumerate(chunks):
+        if j % 2:
+            k = int(chunk)
+            if k >= len(conv.pieces):  # sentinel-like text inside a message
+                return None
+            seen.append(k)
+            chunk = conv.pieces[k]
+            if conv.trained[k]:
+                spans.append((pos, pos + len(chunk)))
+        out.append(chunk)
+        pos += len(chunk)
+    return spans if seen == expected and "".join(out) == real else None
 
 
 def render_chat(owner: Any, conv: Conversation, example: str) -> tuple[str, list[tuple[int, int]]]:
@@ -226,48 +284,36 @@ def render_chat(owner: Any, conv: Conversation, example: str) -> tuple[str, list
         piece, in order.
     """
     real = _template(owner, conv.messages, example)
-    skeleton = _template(owner, conv.sentinel_messages, example)
-    chunks = _SENTINEL_RE.split(skeleton)
-    # chunks alternate: template text, sentinel number, template text, ...
-    out, spans, pos, seen = [], [], 0, []
-    for j, chunk in enumerate(chunks):
-        if j % 2:
-            k = int(chunk)
-            seen.append(k)
-            piece = conv.pieces[k]
-            if conv.trained[k]:
-                spans.append((pos, pos + len(piece)))
-            chunk = piece
-        out.append(chunk)
-        pos += len(chunk)
-    if "".join(out) == real and seen == list(range(len(conv.pieces))):
+    spans = _substitute(_skeleton(owner, conv.sentinel_messages), conv, list(range(len(conv.pieces))), real)
+    if spans is not None:
         return real, spans
-    return real, _search_spans(real, conv, example)
+    # The template looks at the prompt's text: sentinels stand in for the replies only.
+    replies = [k for k, role in enumerate(conv.roles) if role == "assistant"]
+    messages = [s if m["role"] == "assistant" else m for m, s in zip(conv.messages, conv.sentinel_messages)]
+    spans = _substitute(_SENTINEL_RE.split(_template(owner, messages, example)), conv, replies, real)
+    return real, spans if spans is not None else _search_spans(real, conv, example)
 
 
 def _search_spans(real: str, conv: Conversation, example: str) -> list[tuple[int, int]]:
     """Find reply pieces in a rendering whose template rewrote them (e.g. trimmed)."""
-    spans, cursor, k = [], 0, 0
-    for msg in conv.messages:
-        content = msg["content"]
-        texts = [content] if isinstance(content, str) else [p["text"] for p in content if p["type"] == "text"]
-        for text in texts:
-            if msg["role"] != "assistant":
-                at = real.find(text, cursor) if text else -1
-                if at >= 0:
-                    cursor = at + len(text)
-                continue
-            stripped = text.strip()
-            at = real.find(stripped, cursor)
-            if at < 0:
-                raise MaskingError(
-                    f"{example}: the chat template changed assistant reply {k} so that it cannot be found "
-                    "in the rendered text; the reply's tokens cannot be located exactly"
-                )
-            if conv.trained[k]:
-                spans.append((at, at + len(stripped)))
-            cursor = at + len(stripped)
-            k += 1
+    spans, cursor, reply = [], 0, 0
+    for text, role, trained in zip(conv.pieces, conv.roles, conv.trained):
+        if role != "assistant":
+            at = real.find(text, cursor) if text else -1
+            if at >= 0:
+                cursor = at + len(text)
+            continue
+        stripped = text.strip()
+        at = real.find(stripped, cursor)
+        if at < 0:
+            raise MaskingError(
+                f"{example}: the chat template changed assistant reply {reply} so that it cannot be found "
+                "in the rendered text; the reply's tokens cannot be located exactly"
+            )
+        if trained:
+            spans.append((at, at + len(stripped)))
+        cursor = at + len(stripped)
+        reply += 1
     return spans
 
 
