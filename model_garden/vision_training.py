@@ -18,6 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from model_garden.data.jsonl import JsonlDataset
+from model_garden.data.sources import open_source
+from model_garden.models import is_processor, is_vision_model, load_model, load_processing, resolve_model, text_tokenizer
 from model_garden.training.config import TrainConfig
 from model_garden.training.run import TrainResult, train
 
@@ -70,8 +73,6 @@ class VisionLanguageTrainer:
 
     def load_model(self) -> tuple[Any, Any]:
         """Load the model and its processor (or tokenizer); optional, ``train`` does it."""
-        from model_garden.models import is_vision_model, load_model, load_processing, resolve_model
-
         vision = is_vision_model(resolve_model(self.base_model))
         self.processor = load_processing(self.base_model, vision=vision)
         self.model = load_model(self.base_model, vision=vision)
@@ -79,26 +80,20 @@ class VisionLanguageTrainer:
 
     @property
     def tokenizer(self) -> Any:
-        from model_garden.masking import text_tokenizer
-
         return text_tokenizer(self.processor) if self.processor is not None else None
 
-    def load_dataset(self, path: str | Path) -> Any:
-        """Open an OpenAI chat JSONL file (streamed, never loaded whole)."""
-        from model_garden.data.jsonl import JsonlDataset
-
-        return JsonlDataset(path)
+    def load_dataset(self, path: str | Path) -> JsonlDataset | Any:
+        """Open a dataset (JSONL streamed, never loaded whole; parquet/arrow/json files or
+        folders, a save_to_disk folder) as a sequence of samples."""
+        return open_source(path)
 
     def config(self, dataset: str | Path, output_dir: str | Path, **overrides: Any) -> TrainConfig:
         """The ``TrainConfig`` a ``train`` call would run."""
-        from model_garden.masking import is_processor
-        from model_garden.models import is_vision_model, resolve_model
-
         if self.processor is not None:
             vision = is_processor(self.processor)
         else:
             vision = is_vision_model(resolve_model(self.base_model))
-        return TrainConfig(**{**self.options, "dataset": str(dataset), "output": str(output_dir), "vision": vision, **overrides})
+        return TrainConfig.from_options(**{**self.options, "dataset": str(dataset), "output": str(output_dir), "vision": vision, **overrides})
 
     def train(self, dataset: str | Path, output_dir: str | Path = "outputs/run", **overrides: Any) -> TrainResult:
         """Train on a JSONL file; ``overrides`` are ``TrainConfig`` fields (``epochs``,

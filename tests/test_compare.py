@@ -43,8 +43,27 @@ def test_summary_pairs_seeds_and_counts_steps_to_target():
     # A strategy with fewer seeds: its cells have no interval, its header says so.
     uneven = summarize(runs[:3], ["none", "x"])
     assert uneven["table"]["x"]["constrained/field_accuracy"]["diff"] == pytest.approx(0.05)
-    assert uneven["table"]["x"]["constrained/field_accuracy"]["diff_ci"] is None
+    assert uneven["table"]["x"]["constrained/field_accuracy"]["paired"]["low"] is None  # one paired seed: no interval
     assert "| metric | none (2 seeds) | x (1 seed) |" in markdown(uneven)
+
+
+def test_plots_stay_readable_at_many_fields(tmp_path):
+    """The per-field chart grows in height, not width, with the fields; the legend sits
+    above the bars; nothing is clipped (saved with a tight bounding box)."""
+    import matplotlib.image
+
+    from model_garden.experiments.plots import field_accuracy
+
+    def chart(n_fields: int, strategies: list[str]) -> tuple[int, int]:
+        fields = {f"section{i}.field_with_a_long_name_{i}.contents": (i % 10) / 10 for i in range(n_fields)}
+        summary = {"strategies": strategies, "per_field": {s: {"constrained": fields} for s in strategies}}
+        height, width = matplotlib.image.imread(field_accuracy(summary, "constrained", tmp_path / "f.png")).shape[:2]
+        return width, height
+
+    five = ["none", "conservative", "moderate", "aggressive", "schema-forced"]
+    small, large = chart(4, ["none", "moderate"]), chart(60, five)
+    assert small[0] < 1100 and large[0] < 1100  # was 0.6 in per bar: 2,904 px wide for 44 bars
+    assert large[1] > 5 * small[1]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +78,7 @@ def tiny_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
 
 def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     model_dir = tiny_model_dir
-    train = TrainConfig(
+    train = TrainConfig.from_options(
         base_model=str(model_dir), dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE), max_steps=2, batch_size=2,
         eval_steps=1, logging_steps=1, report_to="none", bf16="false",
     )
@@ -82,10 +101,26 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
         assert curves["none"][seed][0][0] == 0
     evaluated = json.loads((out / "runs/none-seed0/eval-constrained.json").read_text())
     assert evaluated["metrics"]["n"] == 2 and evaluated["predicted_only"]
+    assert evaluated["records"]["line"] == [1, 2] and len(evaluated["records"]["json_valid"]) == 2
+    # Paired on records: every decoded metric has a bootstrap difference, every field a McNemar test
+    cell = summary["table"]["aggressive"]["constrained/field_accuracy"]
+    assert cell["paired"]["method"] == "hierarchical bootstrap" and (cell["paired"]["seeds"], cell["paired"]["records"]) == (2, 2)
+    assert cell["verdict"].startswith(("resolved", "not resolved", "no difference"))
+    fields = evaluated["records"]["fields"]
+    assert set(summary["mcnemar"]["aggressive"]["constrained"]) == set(fields)
+    assert all(t["pairs"] == 4 for t in summary["mcnemar"]["aggressive"]["free"].values())
+    assert "## Paired differences" in report and "### `aggressive` against `none`" in report
     # A second call reuses what is done.
     stamp = (out / "runs/none-seed0/metrics.json").stat().st_mtime_ns
     compare(cfg)
     assert (out / "runs/none-seed0/metrics.json").stat().st_mtime_ns == stamp
+    # An evaluation report from before per-record outcomes is re-scored from its
+    # predictions (no decoding), keeping the decoding statistics.
+    old = {k: v for k, v in evaluated.items() if k != "records"}
+    (out / "runs/none-seed0/eval-constrained.json").write_text(json.dumps(old))
+    compare(cfg)
+    rescored = json.loads((out / "runs/none-seed0/eval-constrained.json").read_text())
+    assert rescored["records"] == evaluated["records"] and rescored["predict"] == evaluated["predict"]
     # Report only: seed 2 was never run, so it is listed, not trained.
     partial = compare(dataclasses.replace(cfg, seeds=[0, 1, 2], report_only=True))
     assert partial["missing"] == ["none-seed2", "aggressive-seed2"] and not (out / "runs/none-seed2").exists()
@@ -96,7 +131,7 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
 def test_strategies_with_equal_masks_share_one_run(tmp_path, tiny_model_dir):
     """On the bundled forms, moderate and aggressive train exactly the same tokens (every
     key token carries a quote or a colon, no free-standing punctuation): one run serves both."""
-    train = TrainConfig(
+    train = TrainConfig.from_options(
         base_model=str(tiny_model_dir), dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE), max_steps=1, batch_size=2,
         eval_steps=1, logging_steps=1, report_to="none", bf16="false",
     )
@@ -118,13 +153,13 @@ def test_strategies_with_equal_masks_share_one_run(tmp_path, tiny_model_dir):
 
 
 def test_compare_refuses_bad_configs():
-    train = TrainConfig(dataset=str(EXAMPLE))
+    train = TrainConfig.from_options(dataset=str(EXAMPLE))
     with pytest.raises(ValueError, match="--eval-dataset"):
         CompareConfig(train=train)
-    train = TrainConfig(dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE))
+    train = TrainConfig.from_options(dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE))
     with pytest.raises(ValueError, match="--strategies has duplicates"):
         CompareConfig(train=train, strategies=["none", "none"])
-    with pytest.raises(ValueError, match="--mask-strategy must be one of"):
+    with pytest.raises(ValueError, match="--strategies: .bogus. is not one of none"):
         CompareConfig(train=train, strategies=["none", "bogus"])
 
 

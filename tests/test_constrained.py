@@ -16,7 +16,9 @@ from model_garden import jsonfmt
 from model_garden.cli.common import BUNDLED_EXAMPLE
 from model_garden.data.jsonl import iter_records
 from model_garden.inference.constrained import ConstrainedDecodingError, SchemaError, grammar_allows, json_schema_processor
-from model_garden.inference.predict import generate_batch
+from model_garden.data.sample import Sample
+from model_garden.inference.generate import generate_batch
+from model_garden.masking import ChatCodec
 
 CAR = {
     "type": "object",
@@ -55,6 +57,11 @@ def smollm2():
 
 def _prompt(tokenizer, text: str) -> str:
     return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+
+
+def _encoded(tokenizer, text: str) -> dict:
+    """The prompt as generation takes it: encoded by the codec."""
+    return ChatCodec(tokenizer).encode_prompt(Sample([{"role": "user", "content": text}]))
 
 
 def test_mask_is_as_wide_as_the_logits(smollm2, smollm2_tokenizer):
@@ -173,7 +180,7 @@ def test_untrained_model_still_writes_valid_json(smollm2_tokenizer, seed):
     from model_garden.testing.models import tiny_text_model
 
     random_lm = tiny_text_model(smollm2_tokenizer, seed=seed).eval()
-    prompts = [_prompt(smollm2_tokenizer, text) for text in ("a", "a longer prompt than the first one", "x y")]
+    prompts = [_encoded(smollm2_tokenizer, text) for text in ("a", "a longer prompt than the first one", "x y")]
     replies = generate_batch(random_lm, smollm2_tokenizer, prompts, schemas=[BOUNDED] * 3, max_new_tokens=120)
     for text, new_tokens in replies:
         obj = json.loads(text)
@@ -187,7 +194,7 @@ def test_untrained_model_still_writes_valid_json(smollm2_tokenizer, seed):
 
 def test_batched_generation_matches_one_at_a_time(smollm2, smollm2_tokenizer):
     texts = ["Give me a car as JSON.", "Marque PEUGEOT, model 208, plate AB-123-CD, owner MARTIN Claire. JSON please.", "JSON"]
-    prompts = [_prompt(smollm2_tokenizer, t) for t in texts]
+    prompts = [_encoded(smollm2_tokenizer, t) for t in texts]
     batched = generate_batch(smollm2, smollm2_tokenizer, prompts, schemas=[CAR] * 3, max_new_tokens=16)
     single = [generate_batch(smollm2, smollm2_tokenizer, [p], schemas=[CAR], max_new_tokens=16)[0] for p in prompts]
     assert batched == single
@@ -196,7 +203,7 @@ def test_batched_generation_matches_one_at_a_time(smollm2, smollm2_tokenizer):
 
 def test_each_row_follows_its_own_schema(smollm2, smollm2_tokenizer):
     other = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
-    prompts = [_prompt(smollm2_tokenizer, "Is it ok? Answer as JSON.")] * 2
+    prompts = [_encoded(smollm2_tokenizer, "Is it ok? Answer as JSON.")] * 2
     (car, _), (flag, n) = generate_batch(smollm2, smollm2_tokenizer, prompts, schemas=[CAR, other], max_new_tokens=12)
     assert car.startswith('{"Marque": ')
     assert flag in ('{"ok": true}', '{"ok": false}') and n < 12

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from model_garden import jsonfmt
 from model_garden.cli import app
 from model_garden.data.forms import FIELDS, IMAGE_SIZE, make_forms, prompt_schema, split_sizes
-from model_garden.data.images import load_image
+from model_garden.data.images import ImagePolicy, load_image
 from model_garden.data.schema import find_embedded_schema
-from model_garden.data.validate import validate_dataset
+from model_garden.masking.scan import validate_dataset
 
 
 def _lines(path: Path) -> list[dict]:
@@ -72,7 +72,7 @@ def test_prompts_embed_the_schema_and_transcription(forms):
     url = part_image["image_url"]["url"]
     assert url.startswith("data:image/png;base64,")
     assert load_image(url).size == IMAGE_SIZE
-    assert load_image(str(forms / "images" / "0000.png")).tobytes() == load_image(url).tobytes()
+    assert load_image("images/0000.png", policy=ImagePolicy(base_dir=forms)).tobytes() == load_image(url).tobytes()
     assert vision["messages"][2] == text["messages"][2]
 
 

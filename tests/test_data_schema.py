@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from model_garden.data.jsonl import Record
+from model_garden.data.sample import Sample
 from model_garden.data.schema import embed_schema, find_embedded_schema, load_schema, schema_for
 
 SCHEMA = {"type": "object", "properties": {"total": {"type": ["string", "null"]}}, "required": ["total"]}
@@ -40,9 +40,9 @@ def test_lookup_order(tmp_path):
     data = tmp_path / "text" / "train.jsonl"
     data.parent.mkdir()
     data.write_text("", encoding="utf-8")
-    record = Record(line=1, messages=_messages(embed_schema(OTHER)))
+    record = Sample(_messages(embed_schema(OTHER)), line=1)
     assert schema_for(data, record) == OTHER  # only the prompt has one
-    assert schema_for(data, Record(line=1, messages=_messages("x"), meta={"schema": SCHEMA})) == SCHEMA
+    assert schema_for(data, Sample(_messages("x"), line=1, schema=SCHEMA)) == SCHEMA
     assert schema_for(data) is None
     (tmp_path / "schema.json").write_text(json.dumps(SCHEMA), encoding="utf-8")
     assert schema_for(data, record) == SCHEMA  # one folder up beats the prompt

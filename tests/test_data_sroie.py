@@ -18,7 +18,7 @@ from model_garden.cli import app
 from model_garden.data.images import load_image
 from model_garden.data.schema import schema_for
 from model_garden.data.sroie import SCHEMA, Box, convert_sroie, reading_order
-from model_garden.data.validate import validate_dataset
+from model_garden.masking.scan import validate_dataset
 
 
 def _lines(path: Path) -> list[dict]:

@@ -17,8 +17,13 @@ from typer.testing import CliRunner
 
 from model_garden.cli import app
 from model_garden.data.images import ImagePolicy, data_uri
-from model_garden.data.validate import validate_dataset
+from model_garden.masking.scan import validate_dataset
 from model_garden.masking import MaskConfig
+
+
+def _reasons(report) -> dict[int, str]:
+    """Line -> the reason, without the ``file:line`` every message starts with."""
+    return {line: message.split(f":{line}", 1)[1].lstrip(":, ") for line, message in report.errors}
 
 
 def _png(size=(8, 6), noise: bool = False) -> bytes:
@@ -67,7 +72,7 @@ def dataset(tmp_path):
 
 def test_each_bad_line_is_reported_with_its_number(dataset):
     report = validate_dataset(dataset, cfg=MaskConfig(strategy="aggressive"))
-    reasons = dict(report.errors)
+    reasons = _reasons(report)
     assert sorted(reasons) == [2, 3, 4, 5, 6, 7, 8, 12]
     assert reasons[2].startswith("not JSON")
     assert reasons[3] == "no assistant message"
@@ -77,14 +82,14 @@ def test_each_bad_line_is_reported_with_its_number(dataset):
     assert "leaves the dataset folder" in reasons[7]
     assert "reply is not JSON" in reasons[8] and "aggressive" in reasons[8]
     assert reasons[12].startswith("not UTF-8")
-    assert report.counts == {"lines": 11, "valid": 3, "bad": 8, "blank lines": 1, "images": 2, "truncated": 0}
+    assert report.counts == {"records": 11, "valid": 3, "bad": 8, "blank lines": 1, "images": 2, "truncated": 0}
     assert report.image_sizes() == {"min": (10, 20), "median": (30, 40), "max": (30, 40)}
-    assert report.bad_lines == {2, 3, 4, 5, 6, 7, 8, 12}
+    assert [line for line, _ in report.errors] == [2, 3, 4, 5, 6, 7, 8, 12]
 
 
 def test_flags_relax_the_image_rules_and_strategy_none_accepts_prose(dataset):
     report = validate_dataset(dataset, policy=ImagePolicy(allow_outside_paths=True, max_pixels=500))
-    reasons = dict(report.errors)
+    reasons = _reasons(report)
     assert 7 not in reasons and 8 not in reasons
     assert "exceeds the limit of 500" in reasons[11]  # 30x40 inline image over the pixel limit
 
@@ -94,16 +99,16 @@ def test_token_checks_with_a_tokenizer(tmp_path, smollm2_tokenizer):
     long_prompt = "Receipt: " + "ITEM 1.00 " * 60
     path.write_text("\n".join([_line("Receipt: TOTAL 3.00"), _line(long_prompt), _line(_image_user("x.png"))]) + "\n")
     report = validate_dataset(path, smollm2_tokenizer, MaskConfig(strategy="aggressive"), max_length=60)
-    reasons = dict(report.errors)
+    reasons = _reasons(report)
     assert sorted(reasons) == [2, 3]
     assert reasons[2].startswith("no trained token within --max-length 60 (")
     assert "image file" in reasons[3]  # x.png is missing: the image is checked before the model is
     (tmp_path / "x.png").write_bytes(_png())
     report = validate_dataset(path, smollm2_tokenizer)
-    assert "text-only" in dict(report.errors)[3]
+    assert "text-only" in _reasons(report)[3]
     assert len(report.lengths) == 2 and report.lengths[0] < 60 < report.lengths[1] and report.truncated == 0
     cut = validate_dataset(path, smollm2_tokenizer, max_length=report.lengths[1] - 2)
-    assert sorted(dict(cut.errors)) == [3] and cut.truncated == 1  # cut inside the reply: still trains
+    assert sorted(_reasons(cut)) == [3] and cut.truncated == 1  # cut inside the reply: still trains
     assert list(cut.lengths) == list(report.lengths)  # lengths are before truncation
 
 
@@ -111,7 +116,7 @@ def test_cli_exit_codes(dataset, tmp_path):
     runner = CliRunner()
     bad = runner.invoke(app, ["validate-data", str(dataset), "--strategy", "aggressive"])
     assert bad.exit_code == 1
-    assert "line 2:" in bad.output and "line 12:" in bad.output and "line 9:" not in bad.output
+    assert "train.jsonl:2:" in bad.output and "train.jsonl:12:" in bad.output and "train.jsonl:9:" not in bad.output
     good = tmp_path / "good.jsonl"
     good.write_text(_line("Receipt: TOTAL 3.00") + "\n")
     ok = runner.invoke(app, ["validate-data", str(good)])

@@ -17,7 +17,7 @@ from model_garden.cli.common import BUNDLED_EXAMPLE
 from model_garden.data.jsonl import DataError, iter_records
 from model_garden.evaluation import evaluate_files, extraction_metrics
 from model_garden.evaluation.donut import donut_normalize, flatten, pair_counts, ted_accuracy, tree_distance
-from model_garden.evaluation.metrics import normalize
+from model_garden.evaluation.metrics import normalize, pooled, record_ratios, score_records
 from model_garden.evaluation.report import parse_output
 
 # ---------------------------------------------------------------- field metrics
@@ -46,12 +46,14 @@ def test_field_metrics_hand_checked():
     # note: gold empty, "n/a" predicted -> wrong, CER 1 (empty-gold rule), ANLS 0, a hallucination
     assert m["n"] == 1 and m["fields"] == 4
     assert m["field_accuracy"] == pytest.approx(1 / 4)
+    assert m["field_accuracy_filled"] == pytest.approx(1 / 3)  # name, city, zip: zip right
     assert m["cer"] == pytest.approx((1 / 11 + 0.2 + 0 + 1) / 4)
     assert m["anls"] == pytest.approx((10 / 11 + 0.8 + 1 + 0) / 4)
     assert (m["hallucinations"], m["gold_empty"], m["hallucination_rate"]) == (1, 1, 1.0)
     assert (m["omissions"], m["gold_filled"], m["omission_rate"]) == (0, 3, 0.0)
     assert m["per_field"]["name"] == {
         "accuracy": 0.0,
+        "accuracy_filled": 0.0,
         "cer": pytest.approx(1 / 11),
         "anls": pytest.approx(10 / 11),
         "hallucination_rate": None,  # the gold is never empty there
@@ -59,6 +61,7 @@ def test_field_metrics_hand_checked():
         "n": 1,
     }
     assert m["per_field"]["note"]["hallucination_rate"] == 1.0
+    assert m["per_field"]["note"]["accuracy_filled"] is None  # its gold is never filled
     assert m["json_valid"] == 1.0 and m["schema_valid"] is None
 
 
@@ -82,15 +85,26 @@ def test_anls_threshold_and_cer_above_one():
     assert extraction_metrics([{"a": "abcx"}], [{"a": "abcd"}])["anls"] == 0.75
 
 
-def test_none_prediction_is_an_empty_object():
+def test_an_invalid_output_scores_zero_on_every_field():
     schema = {"type": "object", "required": ["a"]}
     m = extraction_metrics([None], [{"a": "x", "b": None, "c": ["y"]}], schema=schema)
-    # a and c omitted; b (gold empty) right by predicting nothing: accuracy 1/3
+    # a and c omitted; b (gold empty) is wrong too: an invalid output answered nothing
     assert m["json_valid"] == 0.0 and m["schema_valid"] == 0.0
-    assert m["field_accuracy"] == pytest.approx(1 / 3)
+    assert m["field_accuracy"] == 0.0 and m["field_accuracy_filled"] == 0.0
     assert (m["omissions"], m["gold_filled"], m["hallucinations"], m["gold_empty"]) == (2, 2, 0, 1)
-    assert m["cer"] == pytest.approx((1 + 0 + 1) / 3)
+    assert m["cer"] == 1.0 and m["anls"] == 0.0
+    assert m["per_field"]["b"] == {
+        "accuracy": 0.0, "accuracy_filled": None, "cer": 1.0, "anls": 0.0, "hallucination_rate": 0.0, "omission_rate": None, "n": 1,
+    }
     assert (m["precision"], m["recall"], m["f1"], m["ted_accuracy"]) == (0.0, 0.0, 0.0, 0.0)
+    # The issue's case: all-null golds. Invalid outputs used to get every null right
+    # (and nTED 1.0, the gold tree being empty); a valid all-null answer still does.
+    golds = [{"a": "x", "b": None, "c": None}, {"a": None, "b": None, "c": None}]
+    invalid = extraction_metrics([None, None], golds)
+    assert (invalid["field_accuracy"], invalid["ted_accuracy"], invalid["anls"]) == (0.0, 0.0, 0.0)
+    valid = extraction_metrics([{"a": None, "b": None, "c": None}] * 2, golds)
+    assert valid["field_accuracy"] == pytest.approx(5 / 6) and valid["field_accuracy_filled"] == 0.0
+    assert valid["ted_accuracy"] == 0.5  # record 1 misses its only pair, record 2 is exact
 
 
 NESTED_GOLD = {
@@ -107,6 +121,22 @@ def test_nested_answers_use_dotted_keys():
     # both confidence scores empty on both sides -> right
     assert m["field_accuracy"] == 0.5 and (m["omissions"], m["gold_filled"]) == (1, 2)
     assert extraction_metrics([pred], [NESTED_GOLD], case_insensitive=True)["per_field"]["Marque.contents"]["accuracy"] == 1.0
+
+
+def test_metrics_are_pooled_record_ratios():
+    """compare's bootstrap resamples records with the metrics' own definitions: each
+    pooled metric is sum(numerator) / sum(denominator) of its per-record ratios."""
+    golds = [GOLD, GOLD, GOLD, {"name": "A", "city": None, "zip": None, "note": "x"}]
+    preds = [PRED, None, {"name": "Jean Dupont", "note": "n/a"}, {"name": "A"}]
+    schema = {"type": "object", "required": ["name"]}
+    m = extraction_metrics(preds, golds, schema=schema)
+    ratios = record_ratios(score_records(preds, golds, schema=schema))
+    assert set(ratios) == {k for k in m if isinstance(m[k], float)} - {"precision", "recall"}
+    for key, (num, den) in ratios.items():
+        assert num.shape == den.shape == (4,)
+        assert pooled(num, den) == pytest.approx(m[key]), key
+    # right fields per record: zip; none (invalid); name; name and the two nulls
+    assert list(ratios["field_accuracy"][0]) == [1, 0, 1, 3] and list(ratios["field_accuracy"][1]) == [4, 4, 4, 4]
 
 
 def test_lists_are_compared_whole():
@@ -266,12 +296,19 @@ def test_evaluate_files(files):
     m = report["metrics"]
     # only line 1 parses: JSON and schema valid 1 of 3; its company differs in case only
     assert m["n"] == 3 and m["json_valid"] == pytest.approx(1 / 3) and m["schema_valid"] == pytest.approx(1 / 3)
-    # fields: 1.company wrong, 1.total right, 3.company omitted, 3.total right (empty),
-    # 4.company and 4.total omitted -> 2 of 6
-    assert m["field_accuracy"] == pytest.approx(2 / 6)
+    # fields: 1.company wrong (case), 1.total right; lines 3 (unparseable) and 4 (missing)
+    # score zero on both fields, 3.total's gold null included -> 1 of 6; gold-filled:
+    # 1.company, 1.total, 3.company, 4.company, 4.total -> 1 of 5
+    assert m["field_accuracy"] == pytest.approx(1 / 6) and m["field_accuracy_filled"] == pytest.approx(1 / 5)
     assert (m["omissions"], m["gold_filled"]) == (3, 5)
     ci = evaluate_files(preds, dataset, schema=schema, case_insensitive=True)["metrics"]
-    assert ci["field_accuracy"] == pytest.approx(3 / 6)
+    assert ci["field_accuracy"] == pytest.approx(2 / 6) and ci["field_accuracy_filled"] == pytest.approx(2 / 5)
+    # Every record's outcome, by dataset line, for paired tests
+    records = report["records"]
+    assert records["line"] == [1, 3, 4] and records["json_valid"] == [1, 0, 0] and records["schema_valid"] == [1, 0, 0]
+    assert records["fields"]["company"]["correct"] == [0, 0, 0] and records["fields"]["total"]["correct"] == [1, 0, 0]
+    assert records["fields"]["total"]["gold_empty"] == [0, 1, 0]
+    assert "fractions" in report["units"]
     # without --schema, the schema.json beside the dataset is found
     assert evaluate_files(preds, dataset)["metrics"]["schema_checked"] == 3
 
@@ -321,8 +358,11 @@ def test_cli_end_to_end(files, tmp_path):
     result = CliRunner().invoke(app, [*args, "--case-insensitive", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "field accuracy" in result.output and "company" in result.output
+    # percentages everywhere: field accuracy 2/6, gold-not-null 2/5, JSON valid 1/3
+    assert "33.3%" in result.output and "40.0%" in result.output and "0.333" not in result.output
+    assert "field accuracy (gold not null)" in result.output
     report = json.loads(out.read_text())
-    assert report["case_insensitive"] is True and report["metrics"]["field_accuracy"] == pytest.approx(3 / 6)
+    assert report["case_insensitive"] is True and report["metrics"]["field_accuracy"] == pytest.approx(2 / 6)
     assert report["metrics"]["per_field"]["company"]["accuracy"] == pytest.approx(1 / 3)
 
     default = CliRunner().invoke(app, args)

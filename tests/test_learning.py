@@ -24,7 +24,7 @@ def test_smollm2_learns_the_values_of_8_forms(tmp_path):
             user = row["messages"][1]
             user["content"] = user["content"][user["content"].index("Document:") :]
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_options(
         dataset=str(data),
         eval_dataset=str(data),  # the training forms: does the model fit what it is shown?
         output=str(tmp_path / "run"),

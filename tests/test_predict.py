@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 from model_garden.cli import app
 from model_garden.cli.common import BUNDLED_EXAMPLE
 from model_garden.data.forms import make_forms
-from model_garden.inference.predict import generate_batch, load_for_inference, logit_width, predict
+from model_garden.data.jsonl import JsonlDataset
+from model_garden.inference.generate import generate_batch, logit_width
+from model_garden.inference.predict import load_for_inference, predict
+from model_garden.masking import ChatCodec
 
 
 def _lines(path: Path) -> list[dict]:
@@ -50,22 +53,20 @@ def schema_file(tmp_path_factory) -> Path:
 def test_lora_training_folder_predicts_like_its_base(tmp_path, smollm2_tokenizer):
     from peft import LoraConfig, get_peft_model
 
-    from model_garden.data.jsonl import JsonlDataset
-    from model_garden.data.schema import schema_for
-    from model_garden.masking import render_prompt
     from model_garden.models import load_model
 
     base = load_model("smollm2-135m").eval()
     data = JsonlDataset(BUNDLED_EXAMPLE)
-    prompts = [render_prompt(smollm2_tokenizer, data[i].messages, multimodal=False)[0] for i in (0, 1)]
-    schemas = [schema_for(BUNDLED_EXAMPLE, data[i]) for i in (0, 1)]
+    codec = ChatCodec.for_data(smollm2_tokenizer, BUNDLED_EXAMPLE)
+    prompts = [codec.encode_prompt(data[i]) for i in (0, 1)]
+    schemas = [codec.schema(data[i]) for i in (0, 1)]
     expected = generate_batch(base, smollm2_tokenizer, prompts, schemas=schemas, max_new_tokens=8)
 
     run = tmp_path / "run"
     get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(run)
     smollm2_tokenizer.save_pretrained(run)
     config = json.loads((run / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = "smollm2-135m"  # an alias, resolved like --base-model
+    config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the embedded model's public id, as training writes it
     (run / "adapter_config.json").write_text(json.dumps(config))
 
     stats = predict(run, BUNDLED_EXAMPLE, tmp_path / "preds.jsonl", batch_size=2, max_new_tokens=8, limit=2)
@@ -115,12 +116,14 @@ def test_unconstrained_needs_no_schema_but_constrained_does(tmp_path, tiny_dir):
     assert pred["line"] == 1 and pred["constrained"] is False and pred["new_tokens"] <= 4
 
 
-def test_a_failing_batch_keeps_the_finished_ones(tmp_path, tiny_dir, schema_file):
+def test_a_bad_record_stops_predict_before_decoding_and_keeps_earlier_output(tmp_path, tiny_dir, schema_file):
     image = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x.png"}}]
     data = _write_jsonl(tmp_path / "d.jsonl", ["a", "b", image])
-    with pytest.raises(Exception, match=r"d\.jsonl:3.*text-only"):
-        predict(tiny_dir, data, tmp_path / "p.jsonl", schema=schema_file, batch_size=2, max_new_tokens=6)
-    assert [p["line"] for p in _lines(tmp_path / "p.jsonl")] == [1, 2]
+    earlier = tmp_path / "p.jsonl"
+    earlier.write_text("earlier results\n")
+    with pytest.raises(Exception, match=r"nothing was decoded:\n  .*d\.jsonl:3.*text-only"):
+        predict(tiny_dir, data, earlier, schema=schema_file, batch_size=2, max_new_tokens=6)
+    assert earlier.read_text() == "earlier results\n"
 
 
 def test_vision_folder_on_forms_with_schema_beside_the_data(tmp_path):
@@ -140,23 +143,16 @@ def test_vision_folder_on_forms_with_schema_beside_the_data(tmp_path):
 
 
 def test_qwen2_vl_with_images_and_padded_logits(tmp_path):
-    from model_garden.data.images import load_image
-    from model_garden.data.jsonl import JsonlDataset
-    from model_garden.data.schema import schema_for
-    from model_garden.masking import render_prompt
     from model_garden.testing.models import tiny_qwen2_vl
 
     model, processor = tiny_qwen2_vl("2")
     assert logit_width(model) == 151936 > len(processor.tokenizer)
     make_forms(tmp_path, n=4)
+    codec = ChatCodec.for_data(processor, tmp_path / "vision" / "train.jsonl")
     data = JsonlDataset(tmp_path / "vision" / "train.jsonl")
-    prompts, images, schemas = [], [], []
-    for record in (data[0], data[1]):
-        text, conv = render_prompt(processor, record.messages, multimodal=True)
-        prompts.append(text)
-        images.append([load_image(ref) for ref in conv.images])
-        schemas.append(schema_for(data.path, record))
-    replies = generate_batch(model, processor, prompts, images=images, schemas=schemas, max_new_tokens=12)
+    prompts = [codec.encode_prompt(data[i]) for i in (0, 1)]
+    schemas = [codec.schema(data[i]) for i in (0, 1)]
+    replies = generate_batch(model, processor, prompts, schemas=schemas, max_new_tokens=12)
     first_key = next(iter(schemas[0]["properties"]))
     forced = f'{{"{first_key}": {{"contents": '
     assert all(n == 12 and (forced.startswith(text) or text.startswith(forced)) for text, n in replies), replies

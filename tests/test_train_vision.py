@@ -36,7 +36,7 @@ def _dataset(tmp_path, n: int = 4):
 def test_train_vision_tiny(tmp_path, family):
     model, processor = {"qwen2-vl": lambda: tiny_qwen2_vl("2"), "qwen2.5-vl": lambda: tiny_qwen2_vl("2.5"), "idefics3": tiny_idefics3}[family]()
     data = _dataset(tmp_path)
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_options(
         base_model=family, dataset=str(data), eval_dataset=str(data), output=str(tmp_path / "out"), vision=True,
         max_steps=2, batch_size=2, report_to="none", bf16="false", mask_strategy="aggressive", eval_steps=2, logging_steps=1,
     )

@@ -67,7 +67,7 @@ def _cfg(model_dir: Path, data: Path, out: Path, **kw) -> TrainConfig:
         mask_strategy="conservative", structural_weight=0.3,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_options(**base)
 
 
 def test_chunked_loss_matches_plain_path_and_gradients():
@@ -212,23 +212,23 @@ def test_weight_policy_keep_prob_and_schedule(tmp_path, tiny_model_dir):
     end = trainer.apply_weight_policy({k: v.clone() for k, v in batch.items()}, 0)
     assert torch.all(end["labels"][structural] == -100) and torch.all(end["loss_weights"][structural] == 0)
     assert torch.equal(end["labels"][~structural], batch["labels"][~structural])
-    assert cfg.structural_keep_prob == 0.5
+    assert cfg.mask.structural_keep_prob == 0.5
 
 
 def test_config_yaml_flags_and_saved_config(tmp_path):
     yml = tmp_path / "c.yaml"
     yml.write_text("dataset: a.jsonl\nlr: 0.001\nbatch-size: 8\nmask_strategy: moderate\n")
     cfg = load_config(yml, {"lr": 0.5, "batch_size": None})
-    assert (cfg.lr, cfg.batch_size, cfg.mask_strategy, cfg.dataset) == (0.5, 8, "moderate", "a.jsonl")
+    assert (cfg.optim.lr, cfg.optim.batch_size, cfg.mask.mask_strategy, cfg.data.dataset) == (0.5, 8, "moderate", "a.jsonl")
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 1\n")
-    with pytest.raises(ValueError, match=r"bad.yaml: unknown option 'learning_rate'"):
+    with pytest.raises(ValueError, match=r"bad.yaml line 1: unknown option 'learning_rate'"):
         load_config(bad, {})
     with pytest.raises(ValueError, match="--batch-size"):
         load_config(None, {"batch_size": 0})
     with pytest.raises(ValueError, match="--structural-weight-schedule"):
         load_config(None, {"structural_weight_schedule": "cosine"})
-    assert load_config(None, {"use_selective_loss": True, "semantic_patterns": ['"x": "([^"]*)"']}).mask_strategy == "custom"
+    assert load_config(None, {"use_selective_loss": True, "semantic_patterns": ['"x": "([^"]*)"']}).mask.mask_strategy == "custom"
 
 
 def test_train_writes_outputs_and_refuses_bad_data(tmp_path, tiny_model_dir):

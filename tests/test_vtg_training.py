@@ -133,7 +133,7 @@ def test_train_vtg_api_trains_and_saves_the_temporal_token_rows(tiny, corpus, tm
     bins = add_temporal_tokens(processor, model, num_bins=10)
     ids = [*bins, *processor.tokenizer.convert_tokens_to_ids([BOX_START, BOX_END])]
     initial = model.get_input_embeddings().weight[ids].detach().clone()
-    cfg = TrainConfig(output=str(tmp_path / "out"), max_steps=2, batch_size=2, report_to="none", bf16="false", logging_steps=1, lr=1e-2)
+    cfg = TrainConfig.from_options(output=str(tmp_path / "out"), max_steps=2, batch_size=2, report_to="none", bf16="false", logging_steps=1, lr=1e-2)
     vtg = VTGConfig(annotations=str(corpus.ann), video_dir=str(corpus.videos), durations=str(corpus.durations), use_temporal_tokens=True, num_time_bins=10, num_frames=4)
     result = train_vtg(cfg, vtg, model=model, processor=processor)
 
@@ -203,10 +203,10 @@ def test_config_file_holds_both_configs_and_flags_win(tmp_path):
     path = tmp_path / "vtg.yaml"
     path.write_text("annotations: a.txt\nvideo-dir: videos\nnum_frames: 6\nlr: 0.001\nmax_steps: 3\n")
     cfg, vtg = load_vtg_config(path, {"max_steps": 5, "lr": None}, {"num_frames": None, "use_temporal_tokens": True})
-    assert (cfg.lr, cfg.max_steps) == (0.001, 5)
+    assert (cfg.optim.lr, cfg.optim.max_steps) == (0.001, 5)
     assert (vtg.annotations, vtg.video_dir, vtg.num_frames, vtg.use_temporal_tokens) == ("a.txt", "videos", 6, True)
     path.write_text("num_frame: 6\n")
-    with pytest.raises(ValueError, match=r"vtg\.yaml: unknown option 'num_frame'"):
+    with pytest.raises(ValueError, match=r"vtg\.yaml line 1: unknown option 'num_frame'"):
         load_vtg_config(path, {}, {})
     with pytest.raises(ValueError, match="--frames-as must be video or images"):
         VTGConfig(frames_as="path")
@@ -218,7 +218,7 @@ def test_train_vtg_refuses_missing_videos_and_text_models(corpus, tmp_path):
     (tmp_path / "ann.txt").write_text(QUERIES + "ZZZZZ 0.0 1.0##nobody.\n")
     vtg = VTGConfig(annotations=str(tmp_path / "ann.txt"), video_dir=str(corpus.videos))
     with pytest.raises(FileNotFoundError, match=r"--annotations: 1 of 5 rows have no video: .*ann\.txt:5: no video for ZZZZZ"):
-        train_vtg(TrainConfig(output=str(tmp_path / "out")), vtg)
+        train_vtg(TrainConfig.from_options(output=str(tmp_path / "out")), vtg)
     vtg = VTGConfig(annotations=str(corpus.ann), video_dir=str(corpus.videos))
     with pytest.raises(ValueError, match="smollm2-135m is a text model; train-vtg needs a video-language model"):
-        train_vtg(TrainConfig(base_model="smollm2-135m", output=str(tmp_path / "out")), vtg)
+        train_vtg(TrainConfig.from_options(base_model="smollm2-135m", output=str(tmp_path / "out")), vtg)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from model_garden.cli.common import console, err_console, user_errors
@@ -30,25 +31,27 @@ def _histogram(lengths, bins: int = 10, width: int = 40) -> Table:
 
 
 def validate_data(
-    file: Annotated[Path, typer.Argument(help="OpenAI chat JSONL file")],
+    file: Annotated[Path, typer.Argument(help="Dataset: JSONL, parquet/arrow/json file or folder, save_to_disk folder")],
     base_model: Annotated[Optional[str], typer.Option(help="Also build every example with this model's tokenizer or processor (token lengths)")] = None,
-    strategy: Annotated[str, typer.Option(help="none | conservative | moderate | aggressive | custom; the JSON ones need JSON replies")] = "none",
-    semantic_patterns: Annotated[Optional[list[str]], typer.Option(help="Regex (repeatable) for --strategy custom")] = None,
+    mask_strategy: Annotated[str, typer.Option("--mask-strategy", "--strategy", help="none | conservative | moderate | aggressive | custom | schema-forced; the JSON ones need JSON replies")] = "none",
+    semantic_patterns: Annotated[Optional[list[str]], typer.Option(help="Regex (repeatable) for --mask-strategy custom")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Training's --max-length: examples must keep a trained token within it")] = None,
     allow_remote_images: Annotated[bool, typer.Option(help="Accept http(s) image URLs (they are fetched)")] = False,
     allow_outside_paths: Annotated[bool, typer.Option(help="Accept image paths outside the dataset's folder")] = False,
+    data_format: Annotated[str, typer.Option(help="auto | jsonl | parquet | arrow | json | disk")] = "auto",
 ) -> None:
-    """Check a dataset: every bad line with its reason, counts, token lengths, image sizes.
+    """Check a dataset: every bad record with its reason, counts, token lengths, image sizes.
 
-    Exits with 1 when a line is bad."""
+    Exits with 1 when a record is bad or the dataset is empty."""
     with user_errors():
+        # Deferred so that `model-garden --help` does not import the tokenizer stack.
         from model_garden.data.images import ImagePolicy
-        from model_garden.data.validate import validate_dataset
         from model_garden.masking import MaskConfig
+        from model_garden.masking.scan import validate_dataset
 
         if max_length is not None and max_length < 1:
             raise ValueError(f"--max-length must be at least 1; got {max_length}")
-        cfg = MaskConfig(strategy=strategy, semantic_patterns=tuple(semantic_patterns or ()))
+        cfg = MaskConfig(strategy=mask_strategy, semantic_patterns=tuple(semantic_patterns or ()))
         processing = None
         if base_model is not None:
             from model_garden.models import load_processing
@@ -57,12 +60,12 @@ def validate_data(
         policy = ImagePolicy(allow_remote=allow_remote_images, allow_outside_paths=allow_outside_paths)
         start = time.perf_counter()
         with console.status(f"validating {file}"):
-            report = validate_dataset(file, processing, cfg, max_length, policy)
+            report = validate_dataset(file, processing, cfg, max_length, policy, format=data_format)
         elapsed = time.perf_counter() - start
 
-    console.rule(f"{file} · strategy {strategy}")
-    for line, reason in report.errors:
-        console.print(f"[red]line {line}:[/] {reason}")
+    console.rule(f"{file} · strategy {mask_strategy}")
+    for message in report.messages:
+        console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     counts = Table(title=f"checked in {elapsed:.1f} s")
     for name in report.counts:
         counts.add_column(name, justify="right")
@@ -74,10 +77,13 @@ def validate_data(
         console.print("pass --base-model to build every example and see its token length")
     if sizes := report.image_sizes():
         console.print("image sizes: " + " · ".join(f"{name} {w}x{h}" for name, (w, h) in sizes.items()))
-    if not report.ok:
-        err_console.print(f"[bold red]{len(report.bad_lines)} bad line(s)[/] in {file}")
+    if report.records == 0:
+        err_console.print(f"[bold red]{file} holds no record[/]")
         raise typer.Exit(1)
-    console.print(f"[green]{file}: no problem found[/]")
+    if not report.ok:
+        err_console.print(f"[bold red]{len(report.errors)} bad record(s)[/] in {file}")
+        raise typer.Exit(1)
+    console.print(f"[green]{file}: no problem found in {report.records} records[/]")
 
 
 def _written(files: dict[Path, int], unit: str) -> Table:

@@ -21,11 +21,15 @@ def evaluate(
     predicted_only: Annotated[
         bool, typer.Option("--predicted-only", help="Score only records with a prediction (after predict --limit)")
     ] = False,
-    out: Annotated[Optional[Path], typer.Option(help="JSON report path; default: PREDICTIONS with .report.json")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="JSON report path (metrics as fractions); default: PREDICTIONS with .report.json")
+    ] = None,
 ) -> None:
-    """Print JSON and schema validity, field accuracy, CER, ANLS, hallucination and
-    omission rates, and Donut's F1 and nTED accuracy, overall and per field; write
-    them as a JSON report."""
+    """Print JSON and schema validity, field accuracy (all fields, and those whose gold
+    is not null), CER, ANLS, hallucination and omission rates, and Donut's F1 and nTED
+    accuracy, overall and per field, in percent; write them as a JSON report (as
+    fractions, with every record's outcomes). An output that is not one JSON object
+    scores zero on every field."""
     with user_errors():
         from model_garden.evaluation.report import evaluate_files, report_tables
 
@@ -36,7 +40,7 @@ def evaluate(
             if report[key]:
                 lines = ", ".join(map(str, report[key][:20])) + (" ..." if len(report[key]) > 20 else "")
                 count = f"{len(report[key])} of {report['metrics']['n']} records"
-                err_console.print(f"[yellow]warning:[/] {what} for {count}, scored as empty (lines {lines})")
+                err_console.print(f"[yellow]warning:[/] {what} for {count}, scored zero on every field (lines {lines})")
         out = out or predictions.with_suffix(".report.json")
         out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         console.print(f"wrote {out}")

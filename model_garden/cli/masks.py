@@ -11,51 +11,49 @@ from model_garden.cli.common import BUNDLED_EXAMPLE, console, err_console, user_
 
 
 def inspect_masks(
-    dataset: Annotated[Path, typer.Option(help="OpenAI chat JSONL file; default: a bundled example")] = BUNDLED_EXAMPLE,
+    dataset: Annotated[Path, typer.Option(help="Dataset (JSONL, parquet/arrow/json, save_to_disk folder); default: a bundled example")] = BUNDLED_EXAMPLE,
     base_model: Annotated[str, typer.Option(help="Alias, .gguf file, HF directory or hub id")] = "smollm2-135m",
-    strategy: Annotated[str, typer.Option(help="none | conservative | moderate | aggressive | custom")] = "conservative",
-    semantic_patterns: Annotated[Optional[list[str]], typer.Option(help="Regex (repeatable) for --strategy custom")] = None,
+    mask_strategy: Annotated[str, typer.Option("--mask-strategy", "--strategy", help="none | conservative | moderate | aggressive | custom | schema-forced")] = "conservative",
+    semantic_patterns: Annotated[Optional[list[str]], typer.Option(help="Regex (repeatable) for --mask-strategy custom")] = None,
     structural_weight: Annotated[float, typer.Option(help="Weight of masked structural tokens (0 = masked)")] = 0.0,
     train_on: Annotated[str, typer.Option(help="all_assistant | last_assistant")] = "all_assistant",
     max_length: Annotated[Optional[int], typer.Option(help="Truncate examples to this many tokens")] = None,
     index: Annotated[int, typer.Option(help="Which example to show (0-based)")] = 0,
     limit: Annotated[Optional[int], typer.Option(help="Summarise only the first N examples")] = None,
     html: Annotated[Optional[Path], typer.Option(help="Also write the example as an HTML page here")] = None,
+    allow_remote_images: Annotated[bool, typer.Option(help="Fetch http(s) images")] = False,
+    allow_outside_paths: Annotated[bool, typer.Option(help="Allow image paths outside the dataset folder")] = False,
+    data_format: Annotated[str, typer.Option(help="auto | jsonl | parquet | arrow | json | disk")] = "auto",
 ) -> None:
     """Show one example coloured by trained / weighted / masked tokens, and a summary
     table over the dataset: tokens per class, percent trained, fallbacks, drops."""
     with user_errors():
-        from model_garden.data.jsonl import JsonlDataset
-        from model_garden.masking import MaskConfig, build_example
-        from model_garden.masking.inspect import MaskStats, render_html, render_rich
+        # Deferred so that `model-garden --help` does not import the tokenizer stack.
+        from model_garden.data.sources import SampleView, open_source
+        from model_garden.masking import ChatCodec, MaskConfig
+        from model_garden.masking.inspect import render_html, render_rich
+        from model_garden.masking.scan import scan
         from model_garden.models import load_processing
 
         cfg = MaskConfig(
-            strategy=strategy,
-            semantic_patterns=tuple(semantic_patterns or ()),
-            structural_weight=structural_weight,
-            train_on=train_on,
+            strategy=mask_strategy, semantic_patterns=tuple(semantic_patterns or ()), structural_weight=structural_weight, train_on=train_on
         )
-        data = JsonlDataset(dataset)
-        if not 0 <= index < len(data):
-            raise ValueError(f"--index {index} is out of range: {dataset} has {len(data)} examples")
-        processing = load_processing(base_model)
-        stats = MaskStats()
-        shown = None
-        for i in range(min(len(data), limit or len(data))):
-            ex = build_example(processing, data[i].messages, cfg, max_length=max_length, example=data.where(i))
-            stats.add(ex)
-            if i == index:
-                shown = ex
-        if shown is None:
-            shown = build_example(processing, data[index].messages, cfg, max_length=max_length, example=data.where(index))
-        console.rule(f"{data.where(index)} · strategy {strategy}")
-        console.print(render_rich(processing, shown))
-        console.print(stats.table(f"mask statistics · {dataset.name} · {strategy}"))
-        for warning in stats.warnings():
+        source = open_source(dataset, format=data_format)
+        if not 0 <= index < len(source):
+            raise ValueError(f"--index {index} is out of range: {dataset} has {len(source)} examples")
+        codec = ChatCodec.for_data(
+            load_processing(base_model), dataset, allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths
+        )
+        report = scan(SampleView(source, limit), codec, cfg, max_length, name=str(dataset))
+        report.raise_errors("--limit to look at fewer records")
+        shown = codec.encode_train(source.sample(index), cfg, max_length=max_length)
+        console.rule(f"{source.where(index)} · strategy {mask_strategy}")
+        console.print(render_rich(codec.processing, shown))
+        console.print(report.stats.table(f"mask statistics · {dataset.name} · {mask_strategy}"))
+        for warning in report.stats.warnings():
             err_console.print(f"[yellow]warning:[/] {warning}")
         if html:
-            html.write_text(render_html(processing, shown, f"{data.where(index)} · {strategy}"), encoding="utf-8")
+            html.write_text(render_html(codec.processing, shown, f"{source.where(index)} · {mask_strategy}"), encoding="utf-8")
             console.print(f"wrote {html}")
 
 

@@ -1,5 +1,6 @@
-"""``model-garden train`` and ``train-vision``: flags generated from ``TrainConfig``, so
-every option exists once, with one help text, in the YAML file and on the command line."""
+"""``model-garden train`` and ``train-vision``: flags generated from ``TrainConfig``'s
+option groups, so every option exists once, with one help text (the field's doc), in the
+YAML file and on the command line; ``--help`` shows them by group."""
 
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ import typer
 from rich.markup import escape
 
 from model_garden.cli.common import console, user_errors
-from model_garden.training.config import TrainConfig
+from model_garden.options import field_docs
+from model_garden.training.config import TrainConfig, load_config
 
 _HIDDEN = {"vision"}  # set by the command itself
 
 
-def _option_type(tp: Any) -> Any:
+def _option_type(tp: Any, csv: bool = False) -> Any:
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) is list or tp == list[str]:
-        return Optional[list[str]]
+    if typing.get_origin(tp) is list:
+        return Optional[str] if csv else Optional[list[str]]
     if args:
         return Optional[args[0]]
     return Optional[tp]
@@ -31,34 +33,33 @@ CONFIG_OPTION = inspect.Parameter(
     "config",
     inspect.Parameter.KEYWORD_ONLY,
     default=None,
-    annotation=Annotated[Optional[Path], typer.Option(help="YAML file of these options; flags override it")],
+    annotation=Annotated[Optional[Path], typer.Option(help="YAML file of these options (flat or by group); flags override it")],
 )
 
 
-def config_options(config_cls: type, skip: set[str] | frozenset[str] = frozenset()) -> list[inspect.Parameter]:
-    """One option per field of a config dataclass, help from the field's metadata. Each
-    defaults to None (not given), so the YAML file and the dataclass defaults apply."""
-    hints = typing.get_type_hints(config_cls)
+def config_options(groups: dict[str, type], skip: set[str] | frozenset[str] = frozenset(), *, csv: bool = False) -> list[inspect.Parameter]:
+    """One option per field of each option group, help from the field's doc, shown in a
+    panel per group. Each defaults to None (not given), so the YAML file and the defaults
+    apply. With ``csv``, list fields take one comma-separated value (``--seeds 0,1``)."""
     params = []
-    for f in dataclasses.fields(config_cls):
-        if f.name in skip:
-            continue
-        tp = _option_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else "[]"
-        # Escaped: typer renders help as rich markup, which would swallow "[default: 4]" and "[start, end]".
-        option = typer.Option(help=escape(f"{f.metadata.get('help', '')} [default: {default}]"), show_default=False)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[tp, option]))
+    for group, cls in groups.items():
+        hints, docs = typing.get_type_hints(cls), field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            if csv and isinstance(default, list):
+                default = ",".join(map(str, default))
+            # Escaped: typer renders help as rich markup, which would swallow "[default: 4]" and "[start, end]".
+            option = typer.Option(help=escape(f"{docs.get(f.name, '')} [default: {default}]"), show_default=False, rich_help_panel=f"{group} options")
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[_option_type(hints[f.name], csv), option]))
     return params
-
-
-def _signature() -> inspect.Signature:
-    return inspect.Signature([CONFIG_OPTION, *config_options(TrainConfig, _HIDDEN)])
 
 
 def _make(vision: bool):
     def command(**kwargs: Any) -> None:
         with user_errors():
-            from model_garden.training.config import load_config
+            # Deferred so that `model-garden --help` does not import torch, transformers and PEFT.
             from model_garden.training.run import train
 
             config = kwargs.pop("config")
@@ -67,10 +68,11 @@ def _make(vision: bool):
         if result.interrupted:
             raise typer.Exit(130)
 
-    command.__signature__ = _signature()
+    command.__signature__ = inspect.Signature([CONFIG_OPTION, *config_options(TrainConfig.groups(), _HIDDEN)])
     command.__doc__ = (
         ("Fine-tune a vision-language model (Qwen2-VL, Qwen2.5-VL, Idefics3/SmolVLM) " if vision else "Fine-tune a language model ")
-        + "on an OpenAI chat JSONL file with response-only or selective loss."
+        + "with response-only or selective loss, on JSONL, parquet/arrow/json files or folders, a save_to_disk "
+        "folder or a hub dataset (OpenAI messages, TRL prompt/completion or ShareGPT records)."
     )
     return command
 

@@ -24,7 +24,9 @@ from model_garden.training.config import TrainConfig
 from model_garden.vtg.config import VTGConfig
 
 # Set by the command, or replaced by the VTG options (annotations instead of JSONL datasets).
-_TRAIN_HIDDEN = {"vision", "dataset", "eval_dataset", "allow_remote_images", "allow_outside_paths"}
+_TRAIN_HIDDEN = {
+    "vision", "dataset", "eval_dataset", "data_format", "data_name", "data_split", "eval_split", "allow_remote_images", "allow_outside_paths",
+}
 
 
 def train_vtg(**kwargs: Any) -> None:
@@ -47,9 +49,7 @@ def train_vtg(**kwargs: Any) -> None:
         raise typer.Exit(130)
 
 
-train_vtg.__signature__ = inspect.Signature(
-    [CONFIG_OPTION, *config_options(TrainConfig, _TRAIN_HIDDEN), *config_options(VTGConfig)]
-)
+train_vtg.__signature__ = inspect.Signature([CONFIG_OPTION, *config_options({**TrainConfig.groups(), "vtg": VTGConfig}, _TRAIN_HIDDEN)])
 
 
 def predict_vtg(

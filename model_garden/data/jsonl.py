@@ -1,4 +1,5 @@
-"""Stream OpenAI chat fine-tuning JSONL: one ``{"messages": [...]}`` object per line.
+"""Stream JSONL datasets: one record per line, in any layout ``data.sample`` reads
+(OpenAI ``messages``, TRL ``prompt``/``completion``, ShareGPT ``conversations``).
 
 Files are never loaded whole: ``iter_records`` streams, and ``JsonlDataset`` keeps only
 the byte offset of each line and parses a line when it is asked for, so a 100k-line file
@@ -10,47 +11,21 @@ Try it: ``python -m model_garden.data.jsonl FILE.jsonl`` prints the first record
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+from array import array
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROLES = ("system", "user", "assistant", "tool")
+from model_garden.data.sample import DataError, Sample, to_sample
+
+__all__ = ["DataError", "JsonlDataset", "Sample", "iter_lines", "iter_records", "parse_line"]
 
 
-class DataError(ValueError):
-    """A dataset line is unusable; the message names the file and line."""
 
-
-@dataclass
-class Record:
-    """One chat example.
-
-    Attributes:
-        line: 1-based line number in the file.
-        messages: The OpenAI chat messages.
-        meta: Every other key of the line (``id``, ``schema``, ...).
-    """
-
-    line: int
-    messages: list[dict[str, Any]]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def reply(self) -> str:
-        """The text of the last assistant message."""
-        for msg in reversed(self.messages):
-            if msg.get("role") == "assistant":
-                content = msg.get("content")
-                if isinstance(content, list):
-                    return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-                return content or ""
-        return ""
-
-
-def parse_line(raw: str | bytes, where: str) -> Record | None:
+def parse_line(raw: str | bytes, where: str, *, line: int | None = None, require_reply: bool = True) -> Sample | None:
     """Parse and check one line; ``None`` for a blank line.
 
     Raises:
@@ -60,33 +35,36 @@ def parse_line(raw: str | bytes, where: str) -> Record | None:
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DataError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            raise DataError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})", line) from None
+    raw = raw.lstrip("\ufeff")  # a byte-order mark, as Windows editors write
     if not raw.strip():
         return None
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list) or not obj["messages"]:
-        raise DataError(f"{where}: expected an object with a non-empty 'messages' list")
-    messages = obj.pop("messages")
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict) or msg.get("role") not in ROLES:
-            role = msg.get("role") if isinstance(msg, dict) else type(msg).__name__
-            raise DataError(f"{where}: message {i} has unknown role {role!r} (expected {', '.join(ROLES)})")
-        content = msg.get("content")
-        if not isinstance(content, (str, list)) and not (content is None and msg["role"] != "assistant"):
-            raise DataError(f"{where}: message {i} content must be a string or a list of parts")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise DataError(f"{where}: no assistant message")
-    return Record(line=0, messages=messages, meta=obj)
+        raise DataError(f"{where}: not JSON ({exc.msg} at column {exc.colno})", line) from None
+    return to_sample(obj, where, line=line, require_reply=require_reply)
 
 
-def iter_records(
-    path: str | Path,
-    *,
-    on_error: Callable[[DataError], None] | None = None,
-) -> Iterator[Record]:
+def iter_lines(path: str | Path, *, require_reply: bool = True, counts: dict[str, int] | None = None) -> Iterator[Sample | DataError]:
+    """Every record of a JSONL file in order, streaming: a ``Sample``, or the ``DataError``
+    of a bad line (so a checker can list them all). ``counts["blank"]`` counts blank lines."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                sample = parse_line(raw, f"{path}:{lineno}", line=lineno, require_reply=require_reply)
+            except DataError as exc:
+                yield exc
+                continue
+            if sample is None:
+                if counts is not None:
+                    counts["blank"] = counts.get("blank", 0) + 1
+                continue
+            yield sample
+
+
+def iter_records(path: str | Path, *, on_error: Callable[[DataError], None] | None = None) -> Iterator[Sample]:
     """Yield the records of a JSONL file, streaming.
 
     Args:
@@ -94,19 +72,13 @@ def iter_records(
         on_error: Called with each bad line's error (the line is then skipped); without
             it the first bad line raises.
     """
-    path = Path(path)
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                record = parse_line(raw, f"{path}:{lineno}")
-            except DataError as exc:
-                if on_error is None:
-                    raise
-                on_error(exc)
-                continue
-            if record is not None:
-                record.line = lineno
-                yield record
+    for item in iter_lines(path):
+        if isinstance(item, DataError):
+            if on_error is None:
+                raise item
+            on_error(item)
+            continue
+        yield item
 
 
 class JsonlDataset:
@@ -117,22 +89,26 @@ class JsonlDataset:
         skip_bad_lines: Leave out unusable lines (they are listed in ``self.skipped``)
             instead of raising on the first one.
         lines: Only these 1-based line numbers (e.g. a split); default all.
+        require_reply: Refuse records without an assistant turn.
     """
 
-    def __init__(self, path: str | Path, *, skip_bad_lines: bool = False, lines: list[int] | None = None):
+    def __init__(self, path: str | Path, *, skip_bad_lines: bool = False, lines: list[int] | None = None, require_reply: bool = True):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"dataset {self.path} not found")
+        self.name = str(self.path)
+        self.base_dir = self.path.resolve().parent
+        self.require_reply = require_reply
         self.skipped: list[DataError] = []
-        self._offsets: list[int] = []
-        self._lines: list[int] = []
+        self._offsets = array("q")
+        self._lines = array("q")
         wanted = set(lines) if lines is not None else None
         offset = 0
         with self.path.open("rb") as fh:
             for lineno, raw in enumerate(fh, start=1):
                 if raw.strip() and (wanted is None or lineno in wanted):
                     try:
-                        parse_line(raw, f"{self.path}:{lineno}")
+                        parse_line(raw, f"{self.path}:{lineno}", line=lineno, require_reply=require_reply)
                     except DataError as exc:
                         if not skip_bad_lines:
                             raise
@@ -146,18 +122,21 @@ class JsonlDataset:
     def __len__(self) -> int:
         return len(self._offsets)
 
-    def __getitem__(self, idx: int) -> Record:
+    def sample(self, idx: int) -> Sample:
+        """Record ``idx`` (0-based among the usable lines)."""
         if self._fh is None:  # opened lazily so the dataset pickles into dataloader workers
             self._fh = self.path.open("rb")
         self._fh.seek(self._offsets[idx])
-        record = parse_line(self._fh.readline(), f"{self.path}:{self._lines[idx]}")
-        assert record is not None
-        record.line = self._lines[idx]
-        return record
+        line = self._lines[idx]
+        sample = parse_line(self._fh.readline(), f"{self.path}:{line}", line=line, require_reply=self.require_reply)
+        assert sample is not None
+        return sample
 
-    def __iter__(self) -> Iterator[Record]:
+    __getitem__ = sample
+
+    def __iter__(self) -> Iterator[Sample]:
         for i in range(len(self)):
-            yield self[i]
+            yield self.sample(i)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fh": None}
@@ -165,6 +144,11 @@ class JsonlDataset:
     def where(self, idx: int) -> str:
         """``file:line`` of a record, for messages."""
         return f"{self.path}:{self._lines[idx]}"
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the file's bytes: what ties predictions to this dataset."""
+        with self.path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 if __name__ == "__main__":

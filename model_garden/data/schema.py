@@ -21,7 +21,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from model_garden.data.jsonl import Record
+from model_garden.data.sample import Sample
 
 SCHEMA_FILE = "schema.json"
 SCHEMA_INTRO = "Answer with JSON that follows this schema:"
@@ -92,41 +92,46 @@ def _user_texts(messages: Sequence[dict[str, Any]]) -> list[str]:
     return texts
 
 
-def schema_for(
-    dataset_path: str | Path | None,
-    record: Record | Sequence[dict[str, Any]] | None = None,
-    explicit: str | Path | None = None,
-) -> dict[str, Any] | None:
-    """Find the answer schema for a dataset (and one of its records).
-
-    Args:
-        dataset_path: The JSONL file; ``schema.json`` beside it or one folder up is used.
-        record: A record (or its messages) whose ``"schema"`` key or user prompt may hold
-            the schema when there is no file.
-        explicit: A schema file given by the user; it wins over everything else.
-
-    Returns:
-        The schema, or ``None`` when there is none anywhere.
-    """
+def dataset_schema(dataset_path: str | Path | None, explicit: str | Path | None = None) -> dict[str, Any] | None:
+    """The schema of a whole dataset: the ``explicit`` file (``--schema``), else
+    ``schema.json`` in the dataset's folder (a folder dataset's own, or a file's) or one
+    folder up; ``None`` when there is none."""
     if explicit is not None:
         return load_schema(explicit)
-    if dataset_path is not None:
-        folder = Path(dataset_path).resolve().parent
-        for candidate in (folder / SCHEMA_FILE, folder.parent / SCHEMA_FILE):
-            if candidate.is_file():
-                return load_schema(candidate)
-    if record is None:
+    if dataset_path is None:
         return None
-    if isinstance(record, Record):
-        if _is_schema(record.meta.get("schema")):
-            return record.meta["schema"]
-        messages = record.messages
-    else:
-        messages = record
-    for text in _user_texts(messages):
+    path = Path(dataset_path).resolve()
+    folder = path if path.is_dir() else path.parent
+    for candidate in (folder / SCHEMA_FILE, folder.parent / SCHEMA_FILE):
+        if candidate.is_file():
+            return load_schema(candidate)
+    return None
+
+
+def record_schema(record: Sample | Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The schema one record carries: its ``schema`` key, else the first schema in its
+    user prompt (where ``embed_schema`` puts it)."""
+    if isinstance(record, Sample):
+        if _is_schema(record.schema):
+            return record.schema
+        record = record.messages
+    for text in _user_texts(record):
         if (schema := find_embedded_schema(text)) is not None:
             return schema
     return None
+
+
+def schema_for(
+    dataset_path: str | Path | None,
+    record: Sample | Sequence[dict[str, Any]] | None = None,
+    explicit: str | Path | None = None,
+) -> dict[str, Any] | None:
+    """Find the answer schema for a dataset (and one of its records): ``dataset_schema``,
+    else ``record_schema``; ``None`` when there is none anywhere."""
+    found = dataset_schema(dataset_path, explicit)
+    if found is None and record is not None:
+        found = record_schema(record)
+    return found
 
 
 if __name__ == "__main__":

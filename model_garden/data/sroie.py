@@ -27,7 +27,7 @@ from statistics import median
 from typing import Any
 
 from model_garden import jsonfmt
-from model_garden.data.images import ImageError, data_uri, load_image
+from model_garden.data.images import ImageError, ImagePolicy, data_uri, load_image
 from model_garden.data.schema import SCHEMA_FILE, embed_schema
 
 KEYS = ("company", "date", "address", "total")
@@ -205,7 +205,8 @@ def convert_sroie(src: str | Path, out: str | Path, n_train: int = 400) -> Sroie
                 counts[name] += 1
             if img_path.is_file():
                 try:
-                    load_image(str(img_path), where=str(img_path))  # refuse unreadable or oversized images now
+                    # Refuse unreadable or oversized images now.
+                    load_image(img_path.name, where=str(img_path), policy=ImagePolicy(base_dir=img_path.parent))
                 except ImageError as exc:
                     problems.append(f"{exc}; left out of vision.jsonl")
                     continue

@@ -1,8 +1,17 @@
 """Extraction metrics over predicted and gold JSON objects.
 
-``extraction_metrics(predictions, golds)`` compares example by example; a ``None``
-prediction (output that did not parse) counts as an empty object: every gold-filled
-field is omitted.
+``score_records(predictions, golds)`` scores example by example into a compact
+per-record table; ``aggregate(table)`` turns it into the metrics, and
+``extraction_metrics`` does both. Every pooled metric is a ratio of per-record sums
+(``record_ratios``), so the paired bootstrap of ``experiments.stats`` resamples records
+with exactly the definitions below.
+
+A ``None`` prediction is an *invalid* output (not exactly one JSON object, empty
+included). It scores zero on every field, gold-empty ones included: not correct, ANLS 0,
+CER 1; it omits every gold-filled field and hallucinates nothing; its nTED accuracy is 0
+and its Donut pairs are all false negatives. (Counting it as an empty object would give
+it every field whose gold is ``null``: 54.5% field accuracy for outputs none of which
+parsed.) A valid ``{}`` is an answer, and is right where the gold is empty.
 
 Fields are the gold object's leaves under dotted keys: dicts are descended
 (``{"Marque": {"contents": "PEUGEOT"}}`` gives ``Marque.contents``), while lists,
@@ -14,16 +23,18 @@ Values are compared after light normalisation: strings stripped with inner white
 collapsed to one space (and case-folded with ``case_insensitive``), other scalars as
 their JSON text (so ``208`` equals ``"208"``), lists and dicts normalised item by item
 with empty items dropped and compared by their JSON text. A value is *empty* when it
-normalises to ``""``: ``None``, blank strings, ``[]``, ``{}``.
+normalises to ``""``: ``None``, blank strings, ``[]``, ``{}``; *filled* otherwise.
 
-Metrics (fractions in [0, 1]; ``None`` where nothing is counted):
+Metrics (fractions in [0, 1], CER aside; ``None`` where nothing is counted):
 
 - ``n``: examples. ``json_valid``: fraction of predictions that are not ``None``.
 - ``schema_valid``: fraction of examples with a schema whose prediction validates
   against it (jsonschema; ``None`` predictions are invalid); ``None`` without schemas.
   ``schema_checked`` counts those examples.
-- ``field_accuracy``: exact matches of normalised values over all gold fields
-  (gold-empty ones included: predicting nothing there is correct).
+- ``field_accuracy``: exact matches of normalised values over all gold fields (``fields``);
+  a valid prediction is right on a gold-empty field by predicting nothing there.
+- ``field_accuracy_filled``: the same over the gold-filled fields only (``gold_filled``),
+  the figure a model cannot reach by predicting ``null`` everywhere.
 - ``cer``: mean over gold fields of Levenshtein distance / gold length (can exceed 1).
   For an empty gold it is 0.0 if the prediction is empty too, else 1.0.
 - ``anls``: mean over gold fields of ``1 - d / max(len)`` (normalised Levenshtein
@@ -35,8 +46,8 @@ Metrics (fractions in [0, 1]; ``None`` where nothing is counted):
   ``ted_accuracy``: mean of Donut's normalised tree-edit-distance accuracy. Both use
   Donut's own normalisation (strip only, case-sensitive; see ``donut.py``) so they
   compare with published Donut numbers, and ignore ``case_insensitive``.
-- ``per_field``: ``{dotted key: {accuracy, cer, anls, hallucination_rate,
-  omission_rate, n}}`` with ``n`` the examples whose gold has that field.
+- ``per_field``: ``{dotted key: {accuracy, accuracy_filled, cer, anls,
+  hallucination_rate, omission_rate, n}}`` with ``n`` the examples whose gold has that field.
 
 Try it: ``python -m model_garden.evaluation.metrics '{"a": "Paris"}' '{"a": " paris "}'``
 """
@@ -49,14 +60,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import jsonschema
+import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from model_garden import jsonfmt
 from model_garden.evaluation.donut import pair_counts, ratio, ted_accuracy
 
 ANLS_THRESHOLD = 0.5
-PER_FIELD_KEYS = ("accuracy", "cer", "anls", "hallucination_rate", "omission_rate", "n")
+# Per record and field in ``score_records``' table: 0/1 flags and two scores.
+FIELD_OUTCOMES = ("correct", "cer", "anls", "gold_empty", "pred_empty")
 KeyPath = tuple[str, ...]
+Ratios = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def _clean(value: Any, case_insensitive: bool) -> Any:
@@ -102,47 +116,31 @@ def lookup(obj: Any, path: KeyPath) -> Any:
 
 
 def field_scores(pred: Any, gold: Any, case_insensitive: bool = False) -> dict[str, Any]:
-    """Exact match, CER, ANLS and emptiness of one predicted value against its gold."""
+    """Exact match, CER, ANLS and emptiness (0/1) of one predicted value against its gold."""
     p, g = normalize(pred, case_insensitive), normalize(gold, case_insensitive)
     distance = Levenshtein.normalized_distance(p, g)  # / max(len(p), len(g)); 0 for two empties
     return {
-        "correct": p == g,
+        "correct": int(p == g),
         "cer": Levenshtein.distance(p, g) / len(g) if g else float(bool(p)),
         "anls": 1.0 - distance if distance < ANLS_THRESHOLD else 0.0,
-        "gold_empty": not g,
-        "pred_empty": not p,
+        "gold_empty": int(not g),
+        "pred_empty": int(not p),
     }
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def _invalid_scores(gold: Any, case_insensitive: bool) -> dict[str, Any]:
+    return {"correct": 0, "cer": 1.0, "anls": 0.0, "gold_empty": int(not normalize(gold, case_insensitive)), "pred_empty": 1}
 
 
-def _summary(scores: list[dict[str, Any]]) -> dict[str, Any]:
-    empty_gold = [s["pred_empty"] for s in scores if s["gold_empty"]]
-    filled_gold = [s["pred_empty"] for s in scores if not s["gold_empty"]]
-    return {
-        "accuracy": _mean([float(s["correct"]) for s in scores]),
-        "cer": _mean([s["cer"] for s in scores]),
-        "anls": _mean([s["anls"] for s in scores]),
-        "hallucination_rate": _mean([float(not e) for e in empty_gold]),
-        "omission_rate": _mean([float(e) for e in filled_gold]),
-        "n": len(scores),
-        "gold_empty": len(empty_gold),
-        "hallucinations": sum(not e for e in empty_gold),
-        "gold_filled": len(filled_gold),
-        "omissions": sum(filled_gold),
-    }
-
-
-def _schema_validity(predictions: Sequence[Any], schema: Any) -> tuple[float | None, int]:
+def _schema_validity(predictions: Sequence[Any], schema: Any) -> list[int | None]:
     schemas = schema if isinstance(schema, list) else [schema] * len(predictions)
     if len(schemas) != len(predictions):
         raise ValueError(f"{len(schemas)} schemas for {len(predictions)} predictions")
     validators: dict[str, Any] = {}
-    valid = []
+    valid: list[int | None] = []
     for pred, sch in zip(predictions, schemas):
         if sch is None:
+            valid.append(None)
             continue
         key = json.dumps(sch, sort_keys=True)
         if key not in validators:
@@ -152,8 +150,133 @@ def _schema_validity(predictions: Sequence[Any], schema: Any) -> tuple[float | N
             except jsonschema.SchemaError as exc:
                 raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
             validators[key] = cls(sch)
-        valid.append(pred is not None and validators[key].is_valid(pred))
-    return _mean([float(v) for v in valid]), len(valid)
+        valid.append(int(pred is not None and validators[key].is_valid(pred)))
+    return valid
+
+
+def score_records(
+    predictions: Sequence[Any],
+    golds: Sequence[dict[str, Any]],
+    *,
+    schema: dict[str, Any] | list[dict[str, Any] | None] | None = None,
+    case_insensitive: bool = False,
+) -> dict[str, Any]:
+    """Score every example: the per-record table the metrics and the paired tests use.
+
+    Args: as ``extraction_metrics``.
+
+    Returns:
+        Lists aligned with the examples (JSON-serialisable): ``json_valid`` (0/1),
+        ``schema_valid`` (0/1, ``None`` without a schema), ``ted_accuracy``, Donut pair
+        counts ``tp``, ``fp``, ``fn``, and ``fields``: ``{dotted key: {outcome: [...]}}``
+        for the outcomes in ``FIELD_OUTCOMES``, ``None`` where the example's gold lacks
+        the field.
+    """
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold objects")
+    if not golds:
+        raise ValueError("nothing to evaluate: no examples")
+    rows: list[dict[str, dict[str, Any]]] = []
+    table: dict[str, Any] = {"json_valid": [], "ted_accuracy": [], "tp": [], "fp": [], "fn": []}
+    for i, (pred, gold) in enumerate(zip(predictions, golds)):
+        if not isinstance(gold, dict):
+            raise ValueError(f"gold {i} is a {type(gold).__name__}, not a JSON object")
+        rows.append({
+            ".".join(path): field_scores(lookup(pred, path), value, case_insensitive)
+            if pred is not None else _invalid_scores(value, case_insensitive)
+            for path, value in gold_fields(gold).items()
+        })
+        table["json_valid"].append(int(pred is not None))
+        table["ted_accuracy"].append(ted_accuracy(pred, gold) if pred is not None else 0.0)
+        for key, count in zip(("tp", "fp", "fn"), pair_counts(pred, gold)):
+            table[key].append(count)
+    table["schema_valid"] = _schema_validity(predictions, schema)
+    names = list(dict.fromkeys(name for row in rows for name in row))  # first-seen order
+    table["fields"] = {
+        name: {k: [row[name][k] if name in row else None for row in rows] for k in FIELD_OUTCOMES} for name in names
+    }
+    return table
+
+
+def field_ratios(columns: Sequence[dict[str, list[Any]]], n: int) -> Ratios:
+    """Per-record (numerator, denominator) of each field metric, summed over ``columns``
+    (fields of a ``score_records`` table); a metric's value is ``sum(num) / sum(den)``."""
+    arr = {k: np.array([c[k] for c in columns], dtype=float).reshape(len(columns), n) for k in FIELD_OUTCOMES}
+    present = ~np.isnan(arr["correct"])  # NaN (from None): the record's gold has no such field
+    filled, empty = present & (arr["gold_empty"] == 0), present & (arr["gold_empty"] == 1)
+    correct, den = np.nan_to_num(arr["correct"]), present.sum(0)
+    return {
+        "accuracy": (correct.sum(0), den),
+        "accuracy_filled": ((correct * filled).sum(0), filled.sum(0)),
+        "cer": (np.nan_to_num(arr["cer"]).sum(0), den),
+        "anls": (np.nan_to_num(arr["anls"]).sum(0), den),
+        "hallucination_rate": ((empty & (arr["pred_empty"] == 0)).sum(0), empty.sum(0)),
+        "omission_rate": ((filled & (arr["pred_empty"] == 1)).sum(0), filled.sum(0)),
+    }
+
+
+def record_ratios(table: dict[str, Any]) -> Ratios:
+    """Per-record (numerator, denominator) of every pooled metric of a ``score_records``
+    table, keyed like ``extraction_metrics``' result."""
+    n = len(table["json_valid"])
+    ones = np.ones(n)
+    schema = np.array(table["schema_valid"], dtype=float)
+    tp, fp, fn = (np.array(table[k], dtype=float) for k in ("tp", "fp", "fn"))
+    fields = field_ratios(list(table["fields"].values()), n)
+    return {
+        "json_valid": (np.array(table["json_valid"], dtype=float), ones),
+        "schema_valid": (np.nan_to_num(schema), (~np.isnan(schema)).astype(float)),
+        "field_accuracy": fields.pop("accuracy"),
+        "field_accuracy_filled": fields.pop("accuracy_filled"),
+        **fields,
+        "f1": (tp, tp + (fp + fn) / 2),  # Donut's F1 = tp / (tp + (fp + fn) / 2)
+        "ted_accuracy": (np.array(table["ted_accuracy"], dtype=float), ones),
+    }
+
+
+def pooled(num: np.ndarray, den: np.ndarray) -> float | None:
+    """``sum(num) / sum(den)``; ``None`` when nothing is counted."""
+    total = float(np.sum(den))
+    return float(np.sum(num)) / total if total else None
+
+
+def aggregate(table: dict[str, Any]) -> dict[str, Any]:
+    """The metrics (module docstring) of a ``score_records`` table; JSON-serialisable."""
+    n = len(table["json_valid"])
+    ratios = record_ratios(table)
+    metrics = {key: pooled(*r) for key, r in ratios.items()}
+    tp, fp, fn = (int(sum(table[k])) for k in ("tp", "fp", "fn"))
+
+    def count(key: str, part: int) -> int:
+        return int(ratios[key][part].sum())
+
+    per_field = {}
+    for name, column in table["fields"].items():
+        ratios_f = field_ratios([column], n)
+        per_field[name] = {k: pooled(*r) for k, r in ratios_f.items()} | {"n": int(ratios_f["accuracy"][1].sum())}
+    return {
+        "n": n,
+        "json_valid": metrics["json_valid"],
+        "schema_valid": metrics["schema_valid"],
+        "schema_checked": count("schema_valid", 1),
+        "field_accuracy": metrics["field_accuracy"],
+        "field_accuracy_filled": metrics["field_accuracy_filled"],
+        "fields": count("field_accuracy", 1),
+        "cer": metrics["cer"],
+        "anls": metrics["anls"],
+        "hallucination_rate": metrics["hallucination_rate"],
+        "omission_rate": metrics["omission_rate"],
+        "gold_empty": count("hallucination_rate", 1),
+        "hallucinations": count("hallucination_rate", 0),
+        "gold_filled": count("omission_rate", 1),
+        "omissions": count("omission_rate", 0),
+        # Donut's rule for 0 / 0 (no pairs at all): 1.0 without errors, else 0.0
+        "precision": ratio(tp, tp + fp, fp + fn),
+        "recall": ratio(tp, tp + fn, fp + fn),
+        "f1": ratio(tp, tp + (fp + fn) / 2, fp + fn),
+        "ted_accuracy": metrics["ted_accuracy"],
+        "per_field": per_field,
+    }
 
 
 def extraction_metrics(
@@ -166,7 +289,7 @@ def extraction_metrics(
     """Score predicted JSON objects against gold ones (metrics in the module docstring).
 
     Args:
-        predictions: One parsed prediction per example; ``None`` for unparseable output.
+        predictions: One parsed prediction per example; ``None`` for invalid output.
         golds: The gold objects, aligned with ``predictions``.
         schema: A JSON Schema for every example, or a list with one (or ``None``) per example.
         case_insensitive: Case-fold strings for the field metrics.
@@ -178,40 +301,7 @@ def extraction_metrics(
         ValueError: on mismatched lengths, no examples, a gold that is not an object, or
             an invalid schema.
     """
-    if len(predictions) != len(golds):
-        raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold objects")
-    if not golds:
-        raise ValueError("nothing to evaluate: no examples")
-    per_field: dict[KeyPath, list[dict[str, Any]]] = {}
-    tp = fp = fn = 0
-    teds = []
-    for i, (pred, gold) in enumerate(zip(predictions, golds)):
-        if not isinstance(gold, dict):
-            raise ValueError(f"gold {i} is a {type(gold).__name__}, not a JSON object")
-        for path, gold_value in gold_fields(gold).items():
-            per_field.setdefault(path, []).append(field_scores(lookup(pred, path), gold_value, case_insensitive))
-        counts = pair_counts(pred, gold)
-        tp, fp, fn = tp + counts[0], fp + counts[1], fn + counts[2]
-        teds.append(ted_accuracy(pred, gold))
-    schema_valid, schema_checked = _schema_validity(predictions, schema)
-    overall = _summary([s for scores in per_field.values() for s in scores])
-    return {
-        "n": len(golds),
-        "json_valid": sum(p is not None for p in predictions) / len(predictions),
-        "schema_valid": schema_valid,
-        "schema_checked": schema_checked,
-        "field_accuracy": overall.pop("accuracy"),
-        "fields": overall.pop("n"),
-        **overall,
-        "precision": ratio(tp, tp + fp, fp + fn),
-        "recall": ratio(tp, tp + fn, fp + fn),
-        "f1": ratio(tp, tp + (fp + fn) / 2, fp + fn),
-        "ted_accuracy": sum(teds) / len(teds),
-        "per_field": {
-            ".".join(path): {k: v for k, v in _summary(scores).items() if k in PER_FIELD_KEYS}
-            for path, scores in per_field.items()
-        },
-    }
+    return aggregate(score_records(predictions, golds, schema=schema, case_insensitive=case_insensitive))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,14 @@ Predictions are JSONL written by ``model-garden predict``, one object per line:
 ``{"line": <1-based line of the dataset record>, "output": "<raw reply text>", ...}``
 (other keys are ignored). Each output must be exactly one JSON object
 (``json.loads(output.strip())``, no ``NaN``); anything else counts as unparseable, a
-``None`` prediction. The gold is the record's last assistant message, parsed the same
-way. Records without a prediction count as ``None`` predictions and are listed in the
-report's ``missing_predictions``.
+``None`` prediction, which scores zero on every field. The gold is the record's last
+assistant message, parsed the same way. Records without a prediction count as ``None``
+predictions too and are listed in the report's ``missing_predictions``.
+
+The JSON report keeps the metrics as fractions (0.745 = 74.5%; CER can exceed 1) and
+says so in its ``units`` key; ``report_tables`` prints percentages. Its ``records`` key
+holds the per-record table of ``metrics.score_records`` (with each record's dataset
+``line``), from which ``compare`` pairs strategies record by record.
 
 Try it: ``python -m model_garden.evaluation.report PREDS.jsonl DATASET.jsonl``
 """
@@ -20,9 +25,9 @@ from typing import Any
 
 from rich.table import Table
 
-from model_garden.data.jsonl import DataError, Record, iter_records
+from model_garden.data.jsonl import DataError, Sample, iter_records
 from model_garden.data.schema import load_schema, schema_for
-from model_garden.evaluation.metrics import extraction_metrics
+from model_garden.evaluation.metrics import aggregate, score_records
 
 
 def _reject_constant(name: str) -> None:
@@ -73,7 +78,7 @@ def read_predictions(path: str | Path, key: str = "line", *, positional: bool = 
     return outputs
 
 
-def _gold(record: Record, where: str) -> dict[str, Any]:
+def _gold(record: Sample, where: str) -> dict[str, Any]:
     gold = parse_output(record.reply)
     if gold is None:
         raise DataError(f"{where}: the last assistant reply is not a JSON object, so there is no gold to compare with")
@@ -102,7 +107,8 @@ def evaluate_files(
 
     Returns:
         The report: the inputs, ``missing_predictions`` and ``unparseable`` (dataset line
-        numbers) and ``metrics`` (see ``model_garden.evaluation.metrics``).
+        numbers), ``metrics`` (see ``model_garden.evaluation.metrics``) and ``records``
+        (the per-record table, with ``line``: the dataset line of each record).
 
     Raises:
         DataError: naming the file and line of a bad prediction, a prediction for a line
@@ -113,11 +119,12 @@ def evaluate_files(
     if not dataset.is_file():
         raise FileNotFoundError(f"dataset {dataset} not found")
     explicit = load_schema(schema) if schema is not None else None
-    missing, unparseable, preds, golds, schemas = [], [], [], [], []
+    missing, unparseable, preds, golds, schemas, lines = [], [], [], [], [], []
     for record in iter_records(dataset):
         if predicted_only and record.line not in outputs:
             continue
         golds.append(_gold(record, f"{dataset}:{record.line}"))
+        lines.append(record.line)
         schemas.append(explicit if explicit is not None else schema_for(dataset, record))
         output = outputs.pop(record.line, None)
         preds.append(None if output is None else parse_output(output[0]))
@@ -128,6 +135,7 @@ def evaluate_files(
     if outputs:
         line, (_, where) = min(outputs.items())
         raise DataError(f"{where}: predicts dataset line {line}, but {dataset} has no record on line {line}")
+    records = {"line": lines, **score_records(preds, golds, schema=schemas, case_insensitive=case_insensitive)}
     return {
         "predictions": str(predictions),
         "dataset": str(dataset),
@@ -136,21 +144,22 @@ def evaluate_files(
         "predicted_only": predicted_only,
         "missing_predictions": missing,
         "unparseable": unparseable,
-        "metrics": extraction_metrics(preds, golds, schema=schemas, case_insensitive=case_insensitive),
+        "units": "metrics are fractions: 0.745 means 74.5% (CER can exceed 1); counts are counts",
+        "metrics": aggregate(records),
+        "records": records,
     }
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
 
 
+# Every metric printed here is a rate, shown in percent.
 _OVERALL = (
-    ("examples", "n"),
     ("JSON valid", "json_valid"),
     ("schema valid", "schema_valid"),
-    ("field accuracy", "field_accuracy"),
+    ("field accuracy (all fields)", "field_accuracy"),
+    ("field accuracy (gold not null)", "field_accuracy_filled"),
     ("CER", "cer"),
     ("ANLS", "anls"),
     ("hallucination rate", "hallucination_rate"),
@@ -163,18 +172,21 @@ _OVERALL = (
 
 
 def report_tables(report: dict[str, Any]) -> tuple[Table, Table]:
-    """Rich tables of a report: overall metrics, then one row per field."""
+    """Rich tables of a report, rates in percent: overall metrics, then one row per field."""
     m = report["metrics"]
     overall = Table("metric", "value", title=f"evaluation · {Path(report['predictions']).name}")
+    overall.add_row("examples", str(m["n"]))
     for label, key in _OVERALL:
-        overall.add_row(label, _fmt(m[key]))
+        overall.add_row(label, _pct(m[key]))
     overall.add_row("hallucinations / gold-empty fields", f"{m['hallucinations']} / {m['gold_empty']}")
     overall.add_row("omissions / gold-filled fields", f"{m['omissions']} / {m['gold_filled']}")
-    fields = Table("field", "n", "accuracy", "CER", "ANLS", "hallucination", "omission", title="per field")
+    keys = ("accuracy", "accuracy_filled", "cer", "anls", "hallucination_rate", "omission_rate")
+    fields = Table(
+        "field", "n", "accuracy", "accuracy (gold not null)", "CER", "ANLS", "hallucination", "omission",
+        title="per field",
+    )
     for name, f in m["per_field"].items():
-        fields.add_row(
-            name, str(f["n"]), *(_fmt(f[k]) for k in ("accuracy", "cer", "anls", "hallucination_rate", "omission_rate"))
-        )
+        fields.add_row(name, str(f["n"]), *(_pct(f[k]) for k in keys))
     return overall, fields
 
 

@@ -10,52 +10,25 @@ say that the pipeline works, not which strategy wins (see docs/results/ for that
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-
-@dataclass
-class DemoConfig:
-    """Size of the demo.
-
-    Attributes:
-        out: Output folder.
-        forms: Synthetic forms to generate (split 80/10/10).
-        strategy: The selective strategy compared with response-only loss.
-        max_steps: Optimizer steps per run.
-        batch_size: Examples per step.
-        eval_examples: Held-out forms decoded at the end.
-        seed: Seed of data, adapter initialisation and order.
-        base_model: The model to fine-tune (the embedded SmolLM2-135M by default).
-        max_new_tokens: Generation budget per decoded form.
-    """
-
-    out: str = "outputs/demo"
-    forms: int = 80
-    strategy: str = "aggressive"
-    max_steps: int = 20
-    batch_size: int = 2
-    eval_examples: int = 8
-    seed: int = 0
-    base_model: str = "smollm2-135m"
-    max_new_tokens: int = 320
+from model_garden.data.forms import make_forms
+from model_garden.experiments.compare import CompareConfig, compare
+from model_garden.experiments.options import DemoConfig
+from model_garden.training.config import TrainConfig
 
 
 def demo(cfg: DemoConfig, *, console: Console | None = None) -> dict[str, Any]:
     """Run the demo; returns the comparison summary."""
-    from model_garden.data.forms import make_forms
-    from model_garden.experiments.compare import CompareConfig, compare
-    from model_garden.training.config import TrainConfig
-
     console = console or Console(stderr=True)
     out = Path(cfg.out)
     data = out / "forms"
     sizes = make_forms(data, n=cfg.forms, seed=cfg.seed)
     console.print(f"made {sum(sizes.values())} synthetic forms in {data} ({sizes})")
-    train = TrainConfig(
+    train = TrainConfig.from_options(
         base_model=cfg.base_model,
         dataset=str(data / "text" / "train.jsonl"),
         eval_dataset=str(data / "text" / "test.jsonl"),

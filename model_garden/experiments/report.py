@@ -1,28 +1,43 @@
-"""Summaries of a comparison: means with 95% intervals over seeds, paired differences
-against the baseline, a Markdown report and PNG plots.
+"""Summaries of a comparison: means over seeds, paired differences against the baseline
+with intervals and verdicts, per-field McNemar tests, a Markdown report and PNG plots.
 
-Intervals are Student-t intervals over seeds (with two seeds they are wide, which is the
-honest answer); a difference is the mean over seeds of (strategy - baseline) with the
-same seed, so seed-to-seed variation common to both cancels.
+Levels are means over seeds with a 95% Student-t interval. Differences pair every
+strategy with the baseline (the first strategy) on the same seed and, for decoded
+metrics, on the same eval records (``experiments.stats``): a hierarchical bootstrap over
+seeds and records where the runs' evaluation reports hold per-record outcomes, a
+Student-t interval over seeds otherwise (run-level numbers, or reports written before
+per-record outcomes existed). Each difference gets a verdict in words.
+
+Steps to convergence: the first evaluation at which decoded field accuracy reaches 95%
+of the run's final value (``decoded_eval`` in the run's ``metrics.json``); for runs
+without decoded evaluation, the first at which the eval value loss is within 1/0.95 of
+its final value. The report says which.
+
+Try it: ``python -c "import json; from model_garden.experiments.report import markdown; print(markdown(json.load(open('OUT/summary.json'))))"``
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 from typing import Any
 
 from rich.table import Table
+
+from model_garden.experiments.paired import Run, field_tests, paired_eval
+from model_garden.experiments.stats import BOOT_SEED, N_BOOT, interval, seed_difference, steps_to_convergence, verdict
+
+__all__ = ["interval", "markdown", "rich_table", "summarize", "write_report"]
 
 # (key, label, higher is better)
 EVAL_METRICS = [
     ("json_valid", "JSON valid", True),
     ("schema_valid", "schema valid", True),
     ("field_accuracy", "field accuracy", True),
+    ("field_accuracy_filled", "field accuracy (gold not null)", True),
     ("f1", "F1 (Donut)", True),
     ("ted_accuracy", "TED accuracy", True),
     ("anls", "ANLS", True),
@@ -34,20 +49,13 @@ TRAIN_METRICS = [
     ("final_value_loss", "eval value loss (final)", False),
     ("best_value_loss", "eval value loss (best)", False),
     ("steps_to_target", "steps to baseline's best", False),
+    ("steps_to_convergence", "steps to convergence", False),
     ("train_runtime_s", "train time (s)", False),
 ]
-
-
-def interval(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and the half-width of its 95% Student-t interval (None with one value)."""
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return None, None
-    if len(values) == 1:
-        return values[0], None
-    from scipy.stats import t
-
-    return mean(values), float(t.ppf(0.975, len(values) - 1)) * stdev(values) / math.sqrt(len(values))
+CONVERGENCE = {
+    "decoded": "steps to 95% of final decoded field accuracy",
+    "loss": "steps to within 1/0.95 of final eval value loss",
+}
 
 
 def _steps_to(curve: list[list[float]], target: float | None) -> int | None:
@@ -59,82 +67,106 @@ def _steps_to(curve: list[list[float]], target: float | None) -> int | None:
     return None
 
 
-def summarize(runs: list[dict[str, Any]], strategies: list[str], *, target_loss: float | None = None) -> dict[str, Any]:
-    """Aggregate runs per strategy and decoding.
+def _decoded_curve(run: Run) -> list[list[float]]:
+    """``[[step, field accuracy], ...]`` from ``decoded_eval: [[step, {metrics}], ...]``."""
+    return [[step, m["field_accuracy"]] for step, m in run["train"].get("decoded_eval") or [] if m.get("field_accuracy") is not None]
+
+
+def _run_row(run: Run, base_run: Run | None, target_loss: float | None, basis: str) -> dict[str, Any]:
+    curve = run["train"].get("eval_value_loss", [])
+    base_curve = (base_run or {}).get("train", {}).get("eval_value_loss", [])
+    target = target_loss if target_loss is not None else (min(v for _, v in base_curve) if base_curve else None)
+    row = {
+        "final_value_loss": curve[-1][1] if curve else None,
+        "best_value_loss": min(v for _, v in curve) if curve else None,
+        "steps_to_target": _steps_to(curve, target),
+        "steps_to_convergence": steps_to_convergence(_decoded_curve(run))
+        if basis == "decoded"
+        else steps_to_convergence(curve, higher_is_better=False),
+        "train_runtime_s": run["train"].get("train_runtime_s"),
+    }
+    for decoding, metrics in run["eval"].items():
+        for key, _, _ in EVAL_METRICS:
+            row[f"{decoding}/{key}"] = metrics.get(key)
+        row[f"{decoding}/per_field"] = {k: v["accuracy"] for k, v in metrics.get("per_field", {}).items()}
+    return row
+
+
+def _units(key: str) -> dict[str, Any]:
+    if "/" in key:  # decoded-output metrics are rates
+        return {"scale": 100, "digits": 1, "unit": "points"}
+    if key.startswith("steps"):
+        return {"scale": 1, "digits": 0, "unit": "steps"}
+    return {"scale": 1, "digits": 0, "unit": "s"} if key == "train_runtime_s" else {"scale": 1, "digits": 3, "unit": ""}
+
+
+def summarize(runs: list[Run], strategies: list[str], *, target_loss: float | None = None) -> dict[str, Any]:
+    """Aggregate runs per strategy and decoding, and pair each strategy with the baseline.
 
     Args:
-        runs: From ``compare.run_one``.
+        runs: From ``compare.run_one`` (``records``: per decoding, the evaluation's
+            per-record table, when there is one).
         strategies: Their order; the first is the baseline.
         target_loss: Fixed target for steps-to-target; default per seed the baseline's best.
     """
     baseline = strategies[0]
     by_key = {(r["strategy"], r["seed"]): r for r in runs}
     seeds = sorted({r["seed"] for r in runs})
-    per_run: dict[tuple[str, int], dict[str, Any]] = {}
-    for (strategy, seed), run in by_key.items():
-        curve = run["train"].get("eval_value_loss", [])
-        base_curve = by_key.get((baseline, seed), {}).get("train", {}).get("eval_value_loss", [])
-        target = target_loss if target_loss is not None else (min(v for _, v in base_curve) if base_curve else None)
-        row = {
-            "final_value_loss": curve[-1][1] if curve else None,
-            "best_value_loss": min(v for _, v in curve) if curve else None,
-            "steps_to_target": _steps_to(curve, target),
-            "train_runtime_s": run["train"].get("train_runtime_s"),
-        }
-        for decoding, metrics in run["eval"].items():
-            for key, _, _ in EVAL_METRICS:
-                row[f"{decoding}/{key}"] = metrics.get(key)
-            row[f"{decoding}/per_field"] = {k: v["accuracy"] for k, v in metrics.get("per_field", {}).items()}
-        per_run[(strategy, seed)] = row
+    basis = "decoded" if runs and all(_decoded_curve(r) for r in runs) else "loss"
+    per_run = {
+        (strategy, seed): _run_row(run, by_key.get((baseline, seed)), target_loss, basis) for (strategy, seed), run in by_key.items()
+    }
     decodings = sorted({d for r in runs for d in r["eval"]}, key=lambda d: (d != "constrained", d))
-    keys = [k for k, _, _ in TRAIN_METRICS] + [f"{d}/{k}" for d in decodings for k, _, _ in EVAL_METRICS]
+    higher = {k: h for k, _, h in TRAIN_METRICS} | {f"{d}/{k}": h for d in decodings for k, _, h in EVAL_METRICS}
     table: dict[str, dict[str, Any]] = {}
+    tests: dict[str, dict[str, Any]] = {}
     for strategy in strategies:
+        paired_seeds = [s for s in seeds if (strategy, s) in by_key and (baseline, s) in by_key]
+        mine, theirs = [by_key[(strategy, s)] for s in paired_seeds], [by_key[(baseline, s)] for s in paired_seeds]
         table[strategy] = {}
-        for key in keys:
+        for key, better in higher.items():
             values = [per_run.get((strategy, s), {}).get(key) for s in seeds]
             m, ci = interval(values)
-            diffs = [
-                per_run[(strategy, s)][key] - per_run[(baseline, s)][key]
-                for s in seeds
-                if (strategy, s) in per_run and (baseline, s) in per_run
-                and per_run[(strategy, s)].get(key) is not None and per_run[(baseline, s)].get(key) is not None
-            ]
-            dm, dci = interval(diffs) if strategy != baseline else (None, None)
-            reached = sum(v is not None for v in values)
-            table[strategy][key] = {"mean": m, "ci": ci, "diff": dm, "diff_ci": dci, "n": reached}
-    curves = {
-        strategy: {seed: by_key[(strategy, seed)]["train"].get("eval_value_loss", []) for seed in seeds if (strategy, seed) in by_key}
-        for strategy in strategies
-    }
-    train_curves = {
-        strategy: {seed: by_key[(strategy, seed)]["train"].get("loss", []) for seed in seeds if (strategy, seed) in by_key}
-        for strategy in strategies
-    }
-    per_field = {
-        strategy: {
-            d: _mean_fields([per_run[(strategy, s)].get(f"{d}/per_field", {}) for s in seeds if (strategy, s) in per_run])
-            for d in decodings
-        }
-        for strategy in strategies
-    }
+            cell: dict[str, Any] = {"mean": m, "ci": ci, "n": sum(v is not None for v in values), "diff": None}
+            if strategy != baseline:
+                d = paired_eval(mine, theirs, *key.split("/")) if "/" in key and paired_seeds else None
+                if d is None:
+                    a, b = ([per_run[(x, s)].get(key) for s in paired_seeds] for x in (strategy, baseline))
+                    d = seed_difference([x - y for x, y in zip(a, b) if x is not None and y is not None])
+                cell["diff"] = d.diff if d else None
+                cell["paired"] = d.as_dict() if d else None
+                cell["verdict"] = verdict(d, strategy, higher_is_better=better, **_units(key))
+            table[strategy][key] = cell
+        if strategy != baseline and paired_seeds:
+            tests[strategy] = {d: field_tests(mine, theirs, d) for d in decodings}
+
+    def curves(get: Any) -> dict[str, dict[int, Any]]:
+        return {s: {k: get(by_key[(s, k)]) for k in seeds if (s, k) in by_key} for s in strategies}
+
     return {
         "baseline": baseline,
         "strategies": strategies,
         "seeds": seeds,
         "decodings": decodings,
+        "convergence": CONVERGENCE[basis],
+        "bootstrap": {"replicates": N_BOOT, "seed": BOOT_SEED},
         "table": table,
+        "mcnemar": tests,
         "runs": {f"{s}-seed{k}": v for (s, k), v in per_run.items()},
-        "eval_curves": curves,
-        "train_curves": train_curves,
-        "per_field": per_field,
+        "eval_curves": curves(lambda r: r["train"].get("eval_value_loss", [])),
+        "train_curves": curves(lambda r: r["train"].get("loss", [])),
+        "decoded_curves": curves(_decoded_curve),
+        "per_field": {
+            s: {d: _mean_fields([per_run[(s, k)].get(f"{d}/per_field", {}) for k in seeds if (s, k) in per_run]) for d in decodings}
+            for s in strategies
+        },
         "hardware": hardware(),
     }
 
 
-def _mean_fields(rows: list[dict[str, float]]) -> dict[str, float]:
-    keys = sorted({k for r in rows for k in r})
-    return {k: mean(r[k] for r in rows if k in r) for k in keys}
+def _mean_fields(rows: list[dict[str, float | None]]) -> dict[str, float]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: mean(v for r in rows if (v := r.get(k)) is not None) for k in keys if any(r.get(k) is not None for r in rows)}
 
 
 def hardware() -> dict[str, Any]:
@@ -153,30 +185,33 @@ def hardware() -> dict[str, Any]:
 
 
 def _fmt(cell: dict[str, Any], key: str) -> str:
+    """``mean ± CI (paired difference [95% interval])`` in the metric's units."""
     m = cell["mean"]
     if m is None:
         return "–"
-    pct = "/" in key  # decoded-output metrics are rates
-    scale = 100 if pct else 1
-    digits = 1 if pct else (0 if key in ("steps_to_target", "train_runtime_s") else 3)
+    u = _units(key)
+    scale, digits = u["scale"], u["digits"]
     text = f"{m * scale:.{digits}f}"
     if cell["ci"] is not None:
         text += f" ± {cell['ci'] * scale:.{digits}f}"
-    if cell["diff"] is not None:
-        text += f" ({cell['diff'] * scale:+.{digits}f}"
-        text += f" ± {cell['diff_ci'] * scale:.{digits}f})" if cell["diff_ci"] is not None else ")"
+    paired = cell.get("paired")
+    if paired:
+        text += f" ({paired['diff'] * scale:+.{digits}f}"
+        text += f" [{paired['low'] * scale:+.{digits}f}, {paired['high'] * scale:+.{digits}f}])" if paired["low"] is not None else ")"
     return text
 
 
-def _rows(summary: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    rows = []
-    for key, label, better in TRAIN_METRICS:
-        rows.append((f"{label} {'↓' if not better else '↑'}", [_fmt(summary["table"][s][key], key) for s in summary["strategies"]]))
-    for decoding in summary["decodings"]:
-        for key, label, better in EVAL_METRICS:
-            full = f"{decoding}/{key}"
-            rows.append((f"{decoding}: {label} {'↑' if better else '↓'}", [_fmt(summary["table"][s][full], full) for s in summary["strategies"]]))
-    return rows
+def _label(summary: dict[str, Any], key: str) -> str:
+    labels = {k: (lab, h) for k, lab, h in TRAIN_METRICS}
+    labels |= {f"{d}/{k}": (f"{d}: {lab}", h) for d in summary["decodings"] for k, lab, h in EVAL_METRICS}
+    label, higher = labels[key]
+    if key == "steps_to_convergence":
+        label = summary.get("convergence", label)
+    return f"{label} {'↑' if higher else '↓'}"
+
+
+def _keys(summary: dict[str, Any]) -> list[str]:
+    return [k for k, _, _ in TRAIN_METRICS] + [f"{d}/{k}" for d in summary["decodings"] for k, _, _ in EVAL_METRICS]
 
 
 def _headers(summary: dict[str, Any]) -> list[str]:
@@ -189,13 +224,60 @@ def _headers(summary: dict[str, Any]) -> list[str]:
 
 def rich_table(summary: dict[str, Any]) -> Table:
     """The comparison as a rich table."""
-    table = Table(title=f"mean ± 95% CI over seeds {summary['seeds']} (difference vs {summary['baseline']})")
+    table = Table(title=f"mean ± 95% CI over seeds {summary['seeds']} (paired difference vs {summary['baseline']} [95% interval])")
     table.add_column("metric")
     for header in _headers(summary):
         table.add_column(header, justify="right")
-    for label, cells in _rows(summary):
-        table.add_row(label, *cells)
+    for key in _keys(summary):
+        table.add_row(_label(summary, key), *(_fmt(summary["table"][s][key], key) for s in summary["strategies"]))
     return table
+
+
+def _method(summary: dict[str, Any]) -> str:
+    boot = summary.get("bootstrap", {})
+    return (
+        "Decoded metrics: the difference of the metric pooled over seeds and eval records, with the 2.5th and 97.5th "
+        f"percentiles of {boot.get('replicates')} hierarchical bootstrap replicates (seeds drawn with replacement, then eval "
+        "records with replacement within each drawn seed; the same draw for both strategies, so each is paired with the "
+        f"baseline on the same seed and record; generator seed {boot.get('seed')}). With one seed only record variance is "
+        "counted, and with two or three the seed level under-counts it. Run-level numbers (value loss, steps, time) and "
+        "runs without per-record outcomes: mean of per-seed differences with a Student-t interval. A difference is "
+        "*resolved* when its 95% interval excludes 0. Where it is not, \"could have detected\" is the smallest true "
+        "difference a two-sided test at alpha 0.05 would find with 80% power: (z(0.975) + z(0.80)) x SE = 2.80 x the "
+        "bootstrap standard error (t quantiles for Student-t intervals)."
+    )
+
+
+def _verdicts(summary: dict[str, Any]) -> list[str]:
+    baseline, lines = summary["baseline"], []
+    for strategy in summary["strategies"][1:]:
+        lines += [f"### `{strategy}` against `{baseline}`", "", "| metric | verdict |", "|---|---|"]
+        lines += [f"| {_label(summary, k)} | {summary['table'][strategy][k].get('verdict', '–')} |" for k in _keys(summary)]
+        lines.append("")
+    return lines
+
+
+def _mcnemar_tables(summary: dict[str, Any]) -> list[str]:
+    tests, lines = summary.get("mcnemar", {}), []
+    strategies = [s for s in summary["strategies"][1:] if s in tests]
+    for decoding in summary["decodings"]:
+        fields = list(dict.fromkeys(f for s in strategies for f in tests[s].get(decoding, {})))
+        if not fields:
+            continue
+        lines += [
+            f"### Per-field exact McNemar tests, {decoding} decoding",
+            "",
+            f"b = (seed, record) pairs the strategy got right and `{summary['baseline']}` wrong, c = the reverse; "
+            "two-sided exact p (binomial test on b + c), per field, not adjusted for the number of fields.",
+            "",
+            "| field | " + " | ".join(f"`{s}`: b / c, p" for s in strategies) + " |",
+            "|---|" + "---:|" * len(strategies),
+        ]
+        for name in fields:
+            cells = [tests[s][decoding].get(name) for s in strategies]
+            lines.append(f"| {name} | " + " | ".join(f"{c['b']} / {c['c']}, p = {c['p']:.3g}" if c else "–" for c in cells) + " |")
+        lines.append("")
+    return lines
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -214,9 +296,11 @@ def markdown(summary: dict[str, Any]) -> str:
         f"- seeds: {summary['seeds']}; decoded eval examples: {cfg.get('predict_limit') or 'all'}; max new tokens {cfg.get('max_new_tokens')}",
         f"- hardware: {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu'] or 'none'}, torch {hw['torch']}",
         "",
-        f"Cells: mean ± 95% Student-t interval over seeds; in brackets the paired difference vs `{summary['baseline']}`. "
-        "Rates in percent. ↑ higher is better, ↓ lower is better. The eval value loss is measured on the value tokens "
-        "of the eval set for every strategy, so it is comparable across masks.",
+        f"Cells: mean ± 95% Student-t interval over seeds; in brackets the paired difference vs `{summary['baseline']}` "
+        "with its 95% interval (see *Paired differences*). Rates in percent, differences in percentage points. "
+        "↑ higher is better, ↓ lower is better. An output that is not one JSON object scores zero on every field. "
+        "The eval value loss is measured on the value tokens of the eval set for every strategy, so it is comparable "
+        "across masks.",
         "",
     ]
     if summary.get("shared"):
@@ -228,60 +312,20 @@ def markdown(summary: dict[str, Any]) -> str:
         ]
     if summary.get("missing"):
         lines += [f"Not run (so left out of every mean): {', '.join(summary['missing'])}.", ""]
-    lines += [
-        "| metric | " + " | ".join(_headers(summary)) + " |",
-        "|---|" + "---:|" * len(summary["strategies"]),
-    ]
-    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in _rows(summary)]
-    lines += ["", "![eval value loss](loss_curves.png)", "", "![per-field accuracy](field_accuracy.png)", ""]
+    lines += ["| metric | " + " | ".join(_headers(summary)) + " |", "|---|" + "---:|" * len(summary["strategies"])]
+    for k in _keys(summary):
+        lines.append(f"| {_label(summary, k)} | " + " | ".join(_fmt(summary["table"][s][k], k) for s in summary["strategies"]) + " |")
+    lines += ["", "## Paired differences", "", _method(summary), ""] + _verdicts(summary) + _mcnemar_tables(summary)
+    lines += ["## Plots", "", "![eval value loss](loss_curves.png)", "", "![per-field accuracy](field_accuracy.png)", ""]
+    if any(c for per_seed in summary.get("decoded_curves", {}).values() for c in per_seed.values()):
+        lines += ["![decoded field accuracy during training](decoded_curves.png)", ""]
     return "\n".join(lines)
-
-
-def plot(summary: dict[str, Any], out: Path) -> list[Path]:
-    """``loss_curves.png`` and ``field_accuracy.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for strategy in summary["strategies"]:
-        for ax, curves, title in ((axes[0], summary["eval_curves"], "eval value loss"), (axes[1], summary["train_curves"], "training loss (own mask)")):
-            first = True
-            for _seed, curve in sorted(curves[strategy].items()):
-                if curve:
-                    xs, ys = zip(*curve)
-                    ax.plot(xs, ys, label=strategy if first else None, color=f"C{summary['strategies'].index(strategy)}", alpha=0.8)
-                    first = False
-            ax.set_title(title)
-            ax.set_xlabel("optimizer step")
-    axes[0].legend()
-    fig.tight_layout()
-    paths.append(out / "loss_curves.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    decoding = summary["decodings"][0] if summary["decodings"] else None
-    if decoding:
-        fields = sorted({f for s in summary["strategies"] for f in summary["per_field"][s].get(decoding, {})})
-        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(fields) * len(summary["strategies"])), 4))
-        width = 0.8 / max(len(summary["strategies"]), 1)
-        for i, strategy in enumerate(summary["strategies"]):
-            acc = summary["per_field"][strategy].get(decoding, {})
-            ax.bar([j + i * width for j in range(len(fields))], [100 * acc.get(f, 0) for f in fields], width, label=strategy)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(fields))], fields, rotation=45, ha="right", fontsize=8)
-        ax.set_ylabel(f"accuracy % ({decoding} decoding)")
-        ax.legend()
-        fig.tight_layout()
-        paths.append(out / "field_accuracy.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
-    return paths
 
 
 def write_report(summary: dict[str, Any], out: Path) -> Path:
     """Write ``summary.json``, the plots and ``report.md``; return the report's path."""
+    from model_garden.experiments.plots import plot
+
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     plot(summary, out)
     path = out / "report.md"

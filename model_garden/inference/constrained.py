@@ -18,87 +18,29 @@ with the embedded SmolLM2.
 
 from __future__ import annotations
 
-import functools
-import json
-import warnings
 from typing import Any
 
 import llguidance
-import llguidance.hf
 import llguidance.numpy
 import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from model_garden.jsonfmt import ITEM_SEPARATOR, KEY_SEPARATOR
-from model_garden.masking import text_tokenizer
+from model_garden.grammar import JSON_OPTIONS, SchemaError, eos_ids, grammar_allows, matcher
 
-# Applied after the schema's own "x-guidance" options, so a schema cannot loosen the layout.
-JSON_OPTIONS = {
-    "item_separator": ITEM_SEPARATOR,
-    "key_separator": KEY_SEPARATOR,
-    "whitespace_flexible": False,
-    "lenient": False,
-}
-
-
-class SchemaError(ValueError):
-    """The schema cannot be enforced by constrained decoding."""
+__all__ = [
+    "JSON_OPTIONS",
+    "ConstrainedDecodingError",
+    "JsonSchemaLogitsProcessor",
+    "SchemaError",
+    "grammar_allows",
+    "json_schema_processor",
+    "matcher",
+]
 
 
 class ConstrainedDecodingError(RuntimeError):
     """A generated token broke the grammar (another processor overrode the mask)."""
-
-
-@functools.lru_cache(maxsize=8)
-def _ll_tokenizer(tokenizer: Any, vocab_size: int, eos: tuple[int, ...]) -> llguidance.LLTokenizer:
-    # Building the token trie takes about half a second, so one per tokenizer.
-    return llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=list(eos))
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(lltok: llguidance.LLTokenizer, schema_json: str) -> llguidance.LLMatcher:
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema_json, overrides=JSON_OPTIONS)
-    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, lltok)
-    if is_error:
-        raise SchemaError(f"the JSON schema cannot be enforced by constrained decoding: {messages[0]}")
-    for message in messages:
-        warnings.warn(f"JSON schema: {message}", stacklevel=3)
-    return llguidance.LLMatcher(lltok, grammar, log_level=0)
-
-
-def _schema_json(schema: Any) -> str:
-    if not isinstance(schema, dict):
-        raise SchemaError(f"a JSON schema must be an object, not {type(schema).__name__}")
-    # Key order is kept: llguidance makes properties appear in the order the schema lists them.
-    return json.dumps(schema, ensure_ascii=False)
-
-
-def _eos_ids(tokenizer: Any, eos_token_id: int | list[int] | None) -> tuple[int, ...]:
-    eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
-    if eos is None:
-        raise SchemaError(f"{type(tokenizer).__name__} has no EOS token to end a constrained reply with")
-    return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
-
-
-def matcher(tokenizer: Any, schema: dict, *, vocab_size: int | None = None, eos_token_id: int | list[int] | None = None) -> llguidance.LLMatcher:
-    """A fresh grammar matcher for one reply (the compiled grammar is cached per schema).
-
-    Args:
-        tokenizer: A fast Hugging Face tokenizer, or a processor wrapping one.
-        schema: The JSON schema the reply must follow.
-        vocab_size: Width of the model's logits; default the tokenizer's size.
-        eos_token_id: Token(s) that end the reply; default the tokenizer's EOS.
-
-    Raises:
-        SchemaError: llguidance cannot enforce the schema (its message says why).
-    """
-    tokenizer = text_tokenizer(tokenizer)
-    vocab_size = vocab_size or len(tokenizer)
-    if vocab_size < len(tokenizer):
-        raise SchemaError(f"the model has {vocab_size} logits but the tokenizer {len(tokenizer)} tokens")
-    lltok = _ll_tokenizer(tokenizer, vocab_size, _eos_ids(tokenizer, eos_token_id))
-    return _compiled(lltok, _schema_json(schema)).deep_copy()
 
 
 class JsonSchemaLogitsProcessor(LogitsProcessor):
@@ -186,15 +128,7 @@ def json_schema_processor(
     if len(schemas) != batch_size:
         raise ValueError(f"{len(schemas)} schemas for a batch of {batch_size}")
     matchers = [matcher(tokenizer, s, vocab_size=vocab_size, eos_token_id=eos_token_id) for s in schemas]
-    return JsonSchemaLogitsProcessor(matchers, vocab_size, _eos_ids(text_tokenizer(tokenizer), eos_token_id))
-
-
-def grammar_allows(tokenizer: Any, schema: dict, text: str) -> bool:
-    """Whether ``text`` is a complete reply the grammar accepts, fed token by token as the
-    tokenizer splits it (a check that training targets and the grammar agree)."""
-    m = matcher(tokenizer, schema)
-    ids = text_tokenizer(tokenizer)(text, add_special_tokens=False)["input_ids"]
-    return m.consume_tokens(ids) and m.is_accepting()
+    return JsonSchemaLogitsProcessor(matchers, vocab_size, eos_ids(tokenizer, eos_token_id))
 
 
 if __name__ == "__main__":

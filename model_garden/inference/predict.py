@@ -1,17 +1,22 @@
-"""Predict replies for a chat dataset, greedily, with schema-constrained decoding by default.
+"""Predict replies for a dataset, greedily, with schema-constrained decoding by default.
 
-Each record's prompt is every message before its final assistant reply, rendered with
-the model's chat template; the reply is generated in batches (left-padded) and written
-to a JSONL file, one line per record in dataset order::
+Each sample's prompt is encoded by the model's ``ChatCodec`` (the function training
+uses), the replies are generated in batches and written as JSONL, one line per record in
+dataset order::
 
     {"line": 12, "output": "{\\"Marque\\": \\"PEUGEOT\\", ...}", "constrained": true, "new_tokens": 41}
 
-Lines are flushed batch by batch, so an interrupted run keeps what it finished.
+``predict_samples`` is the one batch loop for text, vision and VTG (``vtg.predict``).
+Every record is checked (prompt, images, schema) before anything is decoded, and the file
+is written under a temporary name and renamed when complete, so an earlier predictions
+file is never left half overwritten; ``--resume`` continues a partial file from its last
+complete line instead. ``OUT.meta.json`` records the dataset's fingerprint, the model and
+the budget, so ``evaluate`` can refuse predictions made for another dataset.
 
 The model is a training output folder (a LoRA adapter is merged into its base model), a
 plain Hugging Face model folder, or any ``--base-model`` value. The schema comes from
 ``--schema``, else from the dataset (``schema.json`` beside it, or the schema each
-record's prompt carries: ``model_garden.data.schema.schema_for``).
+record carries). The budget defaults to the run's longest training reply plus a margin.
 
 Try it: ``python -m model_garden.inference.predict`` predicts the bundled example with
 the embedded SmolLM2 and prints the replies.
@@ -20,18 +25,26 @@ the embedded SmolLM2 and prints the replies.
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftModel
+from transformers import AutoTokenizer
 
-from model_garden.data.images import ImagePolicy, load_image
-from model_garden.data.jsonl import JsonlDataset, Record
-from model_garden.data.schema import load_schema, schema_for
-from model_garden.inference.constrained import json_schema_processor
-from model_garden.masking import is_processor, render_prompt, text_tokenizer
-from model_garden.models import is_vision_model, load_model, load_processing, resolve_model
+from model_garden.data.sample import DataError, Sample
+from model_garden.data.sources import SampleView, open_source
+from model_garden.inference.generate import default_threads, generate_batch
+from model_garden.progress import progress_reporter
+from model_garden.masking.codec import ChatCodec
+from model_garden.masking.strategies import MaskingError
+from model_garden.models import is_vision_model, load_model, load_processing, resolve_model, text_tokenizer
+
+DEFAULT_BUDGET = 256
+Generate = Callable[[list[dict[str, Any]], list[dict] | None, int], list[tuple[str, int]]]
 
 
 def load_for_inference(spec: str | Path) -> tuple[Any, Any]:
@@ -39,8 +52,8 @@ def load_for_inference(spec: str | Path) -> tuple[Any, Any]:
 
     Args:
         spec: A folder holding a PEFT adapter (``adapter_config.json``; its base model may
-            be a folder or a ``--base-model`` alias), a Hugging Face model folder, or any
-            ``--base-model`` value.
+            be a folder, a ``--base-model`` alias or the public id of an embedded model), a
+            Hugging Face model folder, or any ``--base-model`` value.
 
     Returns:
         ``(model, tokenizer_or_processor)``, the model in eval mode with any adapter merged.
@@ -51,8 +64,6 @@ def load_for_inference(spec: str | Path) -> tuple[Any, Any]:
         resolved = resolve_model(spec)
         vision = is_vision_model(resolved)
         return load_model(resolved, vision=vision).eval(), load_processing(resolved, vision=vision)
-    from peft import PeftModel
-
     base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{adapter}: no base_model_name_or_path, so the base model is unknown")
@@ -73,93 +84,99 @@ def load_for_inference(spec: str | Path) -> tuple[Any, Any]:
 def _load_local(path: Path, vision: bool) -> Any:
     # load_processing() resolves --base-model values, which needs a config.json this folder lacks.
     if vision:
-        from model_garden.vision_compat import load_vision_processor
+        from model_garden.vision_compat import load_vision_processor  # imports torch's image stack; vision only
 
         return load_vision_processor(path)
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(path)
 
 
-def logit_width(model: Any) -> int:
-    """Number of logits the model produces per step (its output embedding rows)."""
-    return model.get_output_embeddings().weight.shape[0]
+def hf_generator(model: Any, processing: Any) -> Generate:
+    """transformers' ``generate`` as a prompt-batch function."""
+    return lambda prompts, schemas, budget: generate_batch(model, processing, prompts, schemas=schemas, max_new_tokens=budget)
 
 
-def generate_batch(
-    model: Any,
-    processing: Any,
-    prompts: list[str],
+def run_budget(model: str | Path) -> int | None:
+    """A budget from a training run: its longest training reply in tokens, plus a quarter
+    and 16 tokens for replies longer than any seen in training; None for other folders."""
+    metrics = Path(model).expanduser() / "metrics.json"
+    if not metrics.is_file():
+        return None
+    longest = json.loads(metrics.read_text(encoding="utf-8")).get("longest_reply_tokens")
+    return int(longest * 1.25) + 16 if longest else None
+
+
+def predict_samples(
+    generate: Generate,
+    codec: ChatCodec,
+    samples: Sequence[Sample],
+    write: Callable[[Sample, str, int], None],
     *,
-    images: list[list[Any]] | None = None,
-    schemas: list[dict] | None = None,
-    max_new_tokens: int = 256,
-    videos: list[list[Any]] | None = None,
-    processor_kwargs: dict[str, Any] | None = None,
-) -> list[tuple[str, int]]:
-    """Greedily generate one reply per prompt.
+    schemas: Sequence[dict | None] | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = DEFAULT_BUDGET,
+    label: str = "predict",
+) -> dict[str, Any]:
+    """The batch loop shared by ``predict`` and ``predict-vtg``.
 
     Args:
-        model: A causal LM or image-text-to-text model.
-        processing: Its tokenizer or processor.
-        prompts: Rendered prompts (ending with the assistant header).
-        images: Per prompt, the PIL images its template refers to (vision models).
-        schemas: Per prompt, the JSON schema to constrain the reply to; ``None`` decodes
-            freely.
+        generate: Decodes a batch of encoded prompts (``hf_generator``).
+        codec: Encodes the prompts.
+        samples: What to answer, in order.
+        write: Called with each sample, its reply and its new-token count, in order.
+        schemas: Per sample, the schema to constrain its reply to (None: free).
+        batch_size: Prompts decoded together.
         max_new_tokens: Generation budget per reply.
-        videos: Per prompt, its videos (each a list of frames), for video-language models.
-        processor_kwargs: Extra processor arguments for the whole batch (e.g. the videos'
-            ``video_metadata``, in prompt order).
+        label: The progress line's name.
 
     Returns:
-        Per prompt, ``(reply text without special tokens, tokens generated before EOS)``.
+        ``{"examples", "new_tokens", "seconds", "cut"}``; ``cut`` lists the samples
+        (``where``) whose reply hit the budget.
     """
-    from transformers import LogitsProcessorList
-
-    tokenizer = text_tokenizer(processing)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = model.generation_config.eos_token_id
-    eos = tokenizer.eos_token_id if eos is None else eos
-    eos_ids = set(eos) if isinstance(eos, list) else {eos}
-    kwargs: dict[str, Any] = {"padding": True, "padding_side": "left", "add_special_tokens": False, "return_tensors": "pt"}
-    if is_processor(processing):
-        if images and any(images):
-            kwargs["images"] = images
-        if videos and any(videos):
-            kwargs["videos"] = [video for per_prompt in videos for video in per_prompt]
-        enc = processing(text=prompts, **kwargs, **(processor_kwargs or {}))
-    else:
-        enc = processing(prompts, **kwargs)
-    processors = LogitsProcessorList()
-    if schemas is not None:
-        processors.append(json_schema_processor(processing, schemas, logit_width(model), len(prompts), eos_token_id=eos))
-    with torch.inference_mode():
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=eos,
-            pad_token_id=pad,
-            logits_processor=processors,
-        )
-    replies = []
-    for row in out[:, enc["input_ids"].shape[1] :].tolist():
-        n = next((i for i, t in enumerate(row) if t in eos_ids), len(row))
-        replies.append((tokenizer.decode(row[:n], skip_special_tokens=True), n))
-    return replies
+    total, cut, start = 0, [], time.perf_counter()
+    with progress_reporter(label, len(samples)) as report:
+        for lo in range(0, len(samples), batch_size):
+            batch = samples[lo : lo + batch_size]
+            prompts = [codec.encode_prompt(s) for s in batch]
+            constraint = None if schemas is None else list(schemas[lo : lo + batch_size])
+            if constraint is not None and any(s is None for s in constraint):
+                constraint = None if all(s is None for s in constraint) else constraint
+            for sample, (reply, n) in zip(batch, generate(prompts, constraint, max_new_tokens)):
+                write(sample, reply, n)
+                total += n
+                if n >= max_new_tokens:
+                    cut.append(sample.where)
+            report(len(batch), total)
+    return {"examples": len(samples), "new_tokens": total, "seconds": time.perf_counter() - start, "cut": cut}
 
 
-def _record_schema(dataset: Path, record: Record, explicit: dict | None, where: str) -> dict:
-    if explicit is not None:
-        return explicit
-    schema = schema_for(dataset, record)
-    if schema is None:
-        raise ValueError(
-            f"{where}: no JSON schema for constrained decoding (the dataset carries none); "
-            "pass --schema FILE, or --no-constrained to decode freely"
-        )
-    return schema
+def _check(codec: ChatCodec, samples: Sequence[Sample], constrained: bool) -> list[dict | None]:
+    """Every sample's schema, after checking its prompt and images; all problems at once."""
+    schemas, errors = [], []
+    for sample in samples:
+        try:
+            codec.prompt_text(sample)
+            codec.images(sample)
+            schema = codec.schema(sample) if constrained else None
+            if constrained and schema is None:
+                raise DataError(
+                    f"{sample.where}: no JSON schema for constrained decoding (the dataset carries none); "
+                    "pass --schema FILE, or --no-constrained to decode freely"
+                )
+            schemas.append(schema)
+        except (DataError, MaskingError, ValueError) as exc:
+            errors.append(str(exc))
+    if errors:
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise DataError(f"{len(errors)} record(s) cannot be predicted; nothing was decoded:\n  " + "\n  ".join(errors[:10]) + more)
+    return schemas
+
+
+def _done_lines(partial: Path) -> list[str]:
+    """The complete lines of a partial predictions file (a cut last line is dropped)."""
+    if not partial.is_file():
+        return []
+    lines = partial.read_text(encoding="utf-8").split("\n")
+    return [line for line in lines[:-1] if line.strip()]
 
 
 def predict(
@@ -170,67 +187,88 @@ def predict(
     schema: str | Path | dict | None = None,
     constrained: bool = True,
     batch_size: int = 8,
-    max_new_tokens: int = 256,
+    max_new_tokens: int | None = None,
     limit: int | None = None,
-) -> dict[str, float]:
+    threads: int | None = None,
+    resume: bool = False,
+    data_format: str = "auto",
+) -> dict[str, Any]:
     """Predict a reply for every record of a dataset and write them to ``out``.
 
     Args:
         model: Training output folder, Hugging Face model folder or ``--base-model`` value.
-        dataset: OpenAI chat JSONL; a final assistant message (the gold answer) is ignored.
-        out: The predictions JSONL to write.
+        dataset: Any dataset ``open_source`` reads; a final assistant message (the gold
+            answer) is ignored, and records without one are fine.
+        out: The predictions JSONL to write (replaced only when complete).
         schema: JSON schema (file or object) for every record; default the dataset's own.
         constrained: Constrain replies to the schema.
         batch_size: Prompts generated together.
-        max_new_tokens: Generation budget per reply.
+        max_new_tokens: Generation budget per reply; default the run's (``run_budget``) or 256.
         limit: Only the first N records.
+        threads: torch threads; default the cores not busy (``default_threads``).
+        resume: Continue ``OUT.partial`` from its last complete line.
+        data_format: ``--data-format`` of the dataset.
 
     Returns:
-        ``{"examples", "new_tokens", "seconds"}``.
+        ``{"examples", "new_tokens", "seconds", "cut", "max_new_tokens", "threads"}``.
     """
-    if batch_size < 1 or max_new_tokens < 1:
+    if batch_size < 1 or (max_new_tokens is not None and max_new_tokens < 1):
         raise ValueError("--batch-size and --max-new-tokens must be at least 1")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    dataset = Path(dataset)
-    data = JsonlDataset(dataset)
-    explicit = load_schema(schema) if isinstance(schema, (str, Path)) else schema
-    n = min(len(data), limit) if limit is not None else len(data)
-    net, processing = load_for_inference(model)
-    multimodal = is_processor(processing)
-    policy = ImagePolicy(base_dir=dataset.resolve().parent)
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name")
+    source = open_source(dataset, format=data_format, require_reply=False)
+    n = min(len(source), limit) if limit is not None else len(source)
+    if n == 0:
+        raise DataError(f"--dataset {dataset}: no record to predict")
+    samples = SampleView(source, n)
+    net, processing = load_for_inference(model)
+    codec = ChatCodec.for_data(processing, dataset)
+    if isinstance(schema, dict):
+        codec.dataset_schema = schema
+    elif schema is not None:
+        codec.dataset_schema = ChatCodec.for_data(None, dataset, schema_file=schema).dataset_schema
+    schemas = _check(codec, samples, constrained)
+    budget = max_new_tokens or run_budget(model) or DEFAULT_BUDGET
+    threads = threads or default_threads()
+    torch.set_num_threads(threads)
+
+    partial = out.with_name(out.name + ".partial")
+    done = _done_lines(partial) if resume else []
     out.parent.mkdir(parents=True, exist_ok=True)
-    columns = [TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    total_tokens, start = 0, time.perf_counter()
-    with out.open("w", encoding="utf-8") as fh, Progress(*columns) as progress:
-        task = progress.add_task("predict", total=n, speed="")
-        for lo in range(0, n, batch_size):
-            idx = range(lo, min(lo + batch_size, n))
-            records = [data[i] for i in idx]
-            prompts, images = [], []
-            for i, record in zip(idx, records):
-                text, conv = render_prompt(processing, record.messages, multimodal=multimodal, example=data.where(i))
-                prompts.append(text)
-                images.append([load_image(ref, where=data.where(i), policy=policy) for ref in conv.images])
-            schemas = [_record_schema(dataset, r, explicit, data.where(i)) for i, r in zip(idx, records)] if constrained else None
-            replies = generate_batch(net, processing, prompts, images=images, schemas=schemas, max_new_tokens=max_new_tokens)
-            for record, (reply, new_tokens) in zip(records, replies):
-                row = {"line": record.line, "output": reply, "constrained": constrained, "new_tokens": new_tokens}
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                total_tokens += new_tokens
+    with partial.open("w", encoding="utf-8") as fh:
+        fh.writelines(line + "\n" for line in done)
+        fh.flush()
+
+        def write(sample: Sample, reply: str, new_tokens: int) -> None:
+            row = {"line": sample.line, "output": reply, "constrained": constrained, "new_tokens": new_tokens}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             fh.flush()
-            speed = total_tokens / (time.perf_counter() - start)
-            progress.update(task, advance=len(records), speed=f"{speed:.1f} tokens/s")
-    return {"examples": n, "new_tokens": total_tokens, "seconds": time.perf_counter() - start}
+
+        stats = predict_samples(
+            hf_generator(net, processing), codec, samples[len(done) :], write,
+            schemas=schemas[len(done) :] if constrained else None, batch_size=batch_size, max_new_tokens=budget,
+        )
+        os.fsync(fh.fileno())
+    meta = {
+        "dataset": str(dataset),
+        "dataset_fingerprint": source.fingerprint(),
+        "records": n,
+        "model": str(model),
+        "constrained": constrained,
+        "max_new_tokens": budget,
+        "cut": stats["cut"],
+    }
+    os.replace(partial, out)
+    out.with_name(out.name + ".meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    return {**stats, "examples": n, "max_new_tokens": budget, "threads": threads}
 
 
 if __name__ == "__main__":
     import sys
     import tempfile
 
-    from model_garden.cli.common import BUNDLED_EXAMPLE
-
+    bundled = Path(__file__).resolve().parent.parent / "assets" / "example.jsonl"
     target = Path(tempfile.mkdtemp()) / "preds.jsonl"
-    print(predict("smollm2-135m", BUNDLED_EXAMPLE, target, max_new_tokens=96, limit=int(sys.argv[1]) if len(sys.argv) > 1 else 2))
+    print(predict("smollm2-135m", bundled, target, max_new_tokens=96, limit=int(sys.argv[1]) if len(sys.argv) > 1 else 2))
     print(target.read_text(encoding="utf-8"))

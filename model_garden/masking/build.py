@@ -1,12 +1,15 @@
-"""Turn one chat into model inputs, labels and loss weights.
+"""Turn one chat into model inputs, labels and loss weights: the mask engine.
 
-``build_example`` renders the chat with the model's template (see ``render``),
+``encode_conversation`` renders the chat with the model's template (see ``render``),
 tokenizes the text once (character offsets from the tokens' bytes for byte-level BPE,
 from the tokenizer otherwise), and maps character classes to tokens: a token is
 trained if any of its characters is trained. The end-of-turn token after each trained
 reply is always trained. For a vision-language processor the processor expands image and
 video placeholders itself; its replacement offsets move the reply spans to the expanded
 text, and placeholder tokens are never trained.
+
+``ChatCodec`` (``codec.py``) normalises a sample, opens its images and calls
+``encode_conversation``; ``build_example`` is the one-call form.
 
 Try it: ``python -m model_garden.masking.build``
 """
@@ -18,8 +21,11 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from model_garden.masking.render import normalize, render_chat
+from model_garden.masking.render import Conversation, render_chat
+from model_garden.masking.schema_forced import forced_tokens
+from model_garden.models import is_processor
 from model_garden.masking.json_spans import KEY, KEY_QUOTE, LITERAL, NUMBER, OTHER, PUNCT, STRING, VALUE_QUOTE, WHITESPACE
 from model_garden.masking.strategies import (
     END_OF_TURN,
@@ -39,31 +45,10 @@ _REPLY_BITS = np.array([_REPLY, _REPLY | _TRAINED], dtype=np.uint16)  # by a cha
 # The class of a set of class bits: the highest one's (no bit: prompt).
 _TOP_CLASS = np.array([_ORDER[max(m.bit_length() - 1, 0)] for m in range(_CLASSES + 1)], dtype=np.uint8)
 _SPECIAL_IDS: "weakref.WeakKeyDictionary[Any, frozenset[int]]" = weakref.WeakKeyDictionary()
-_IS_PROCESSOR: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
 _TOKEN_BYTES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 # Tokens kept before the one holding the first reply's first character (offsets from a
 # tokenizer may overlap); the window always runs to the end of the text.
 _MARGIN = 8
-
-
-def is_processor(obj: Any) -> bool:
-    """True for a multimodal processor (it wraps a tokenizer), False for a tokenizer."""
-    try:
-        return _IS_PROCESSOR[obj]
-    except (KeyError, TypeError):
-        pass
-    # Cached: on a tokenizer each failed hasattr goes through transformers' __getattr__.
-    answer = hasattr(obj, "tokenizer") and (hasattr(obj, "image_processor") or hasattr(obj, "video_processor"))
-    try:
-        _IS_PROCESSOR[obj] = answer
-    except TypeError:
-        pass
-    return answer
-
-
-def text_tokenizer(obj: Any) -> Any:
-    """The tokenizer of a tokenizer or processor."""
-    return obj.tokenizer if is_processor(obj) else obj
 
 
 def _special_ids(tokenizer: Any) -> frozenset[int]:
@@ -110,8 +95,6 @@ def _token_bytes(tokenizer: Any) -> tuple[list[bytes | None], np.ndarray] | None
         return _TOKEN_BYTES[tokenizer]
     except (KeyError, TypeError):
         pass
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
     decoder = {c: b for b, c in bytes_to_unicode().items()}
     vocab = tokenizer.backend_tokenizer.get_vocab(with_added_tokens=True)
     added = {i: t.content for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
@@ -180,6 +163,15 @@ def _tail_spans(table: tuple[list[bytes | None], np.ndarray], text: str, ids: li
     return n - count, starts, ends
 
 
+def encode_ids(tokenizer: Any, text: str) -> list[int]:
+    """The ids of ``text`` exactly as training tokenizes it (no special tokens added: the
+    template wrote them), without the cost of offsets."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise MaskingError(f"{type(tokenizer).__name__} is a slow tokenizer; exact masks need a fast (tokenizers) one")
+    return backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
+
+
 def _encode_text(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int, np.ndarray, np.ndarray]:
     """Tokenize ``text``; return the ids and the character spans ``(starts, ends)`` of
     tokens ``lo..``, a window that holds every token touching a trained reply, some
@@ -190,7 +182,7 @@ def _encode_text(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tup
         raise MaskingError(f"{type(tokenizer).__name__} is a slow tokenizer; exact masks need a fast (tokenizers) one")
     table = _token_bytes(tokenizer)
     if table is not None:
-        ids = backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
+        ids = encode_ids(tokenizer, text)
         if not spans:
             return ids, len(ids), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         window = _tail_spans(table, text, ids, spans[0][0])
@@ -209,7 +201,7 @@ def _encode_text(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tup
     return (ids, lo, starts[1:], ends[1:]) if lo > 0 else (ids, lo, starts, ends)
 
 
-def _encode_multimodal(
+def encode_multimodal(
     processor: Any, text: str, images: list, videos: list, processor_kwargs: dict[str, Any] | None = None
 ) -> tuple[list[int], np.ndarray, str, list, dict]:
     kwargs: dict[str, Any] = dict(processor_kwargs or {})
@@ -272,8 +264,6 @@ def _end_of_turn(ids: list[int], starts: np.ndarray, ends: np.ndarray, text: str
 def _mask_forced(tokenizer: Any, schema: dict | None, ids: list[int], starts, ends, spans, tok_trained, name: str) -> bool:
     """Untrain the reply tokens the decoding grammar forces; False if a reply could not
     be judged (its tokens share characters with template text, or the grammar rejects it)."""
-    from model_garden.masking.schema_forced import forced_tokens
-
     if schema is None:
         raise MaskingError(f"{name}: --mask-strategy schema-forced needs the reply schema (--schema or schema.json)")
     judged = True
@@ -288,51 +278,26 @@ def _mask_forced(tokenizer: Any, schema: dict | None, ids: list[int], starts, en
     return judged
 
 
-def build_example(
+def encode_conversation(
     processing: Any,
-    messages: list[dict[str, Any]],
-    cfg: MaskConfig | None = None,
-    images: list | None = None,
-    max_length: int | None = None,
+    conv: Conversation,
+    cfg: MaskConfig,
     *,
-    example: str | int = "example",
+    images: list,
+    max_length: int | None = None,
+    name: str = "example",
     processor_kwargs: dict[str, Any] | None = None,
     schema: dict | None = None,
 ) -> dict[str, Any]:
-    """Tokenize a chat and compute its labels and loss weights.
-
-    Args:
-        processing: A fast tokenizer, or a vision-language processor.
-        messages: OpenAI chat messages (``content`` a string or a list of parts).
-        cfg: The masking policy; response-only (``strategy="none"``) by default.
-        images: Images for a processor, in the order of the image parts; by default the
-            parts' own images (PIL images, ``data:`` URIs or file paths) are loaded.
-        max_length: Truncate to this many tokens (the end is cut).
-        example: How errors name this example (an index or an id).
-        processor_kwargs: Extra arguments for a processor call (e.g. a video's ``fps``).
-        schema: The reply schema for ``schema-forced`` (default ``cfg.schema``).
-
-    Returns:
-        ``input_ids``, ``attention_mask``, ``labels`` (token id where trained, -100
-        elsewhere) and ``loss_weights`` as lists of equal length; ``token_classes`` (a
-        ``uint8`` array of class codes, see ``strategies.TOKEN_CLASS_NAMES``);
-        ``json_found`` (False when a JSON strategy fell back to the whole reply);
-        ``truncated``; and, for a processor, its image/video tensors.
-    """
-    cfg = cfg or MaskConfig()
-    name = example if isinstance(example, str) else f"example {example}"
-    multimodal = is_processor(processing)
-    conv = normalize(messages, cfg, multimodal=multimodal, example=name)
+    """The mask engine: render a normalised conversation, tokenize it once, and compute its
+    labels and loss weights. ``ChatCodec.encode_train`` is the way in; see it for the result."""
     text, spans = render_chat(processing, conv, name)
+    multimodal = is_processor(processing)
     tokenizer = processing.tokenizer if multimodal else processing
     extras: dict[str, Any] = {}
     replacements: list = []
     if multimodal:
-        if images is None:
-            from model_garden.data.images import load_image
-
-            images = [load_image(ref, where=name) for ref in conv.images]
-        ids, offsets, text, replacements, extras = _encode_multimodal(processing, text, images, conv.videos, processor_kwargs)
+        ids, offsets, text, replacements, extras = encode_multimodal(processing, text, images, conv.videos, processor_kwargs)
         spans = [(_shift(s, replacements), _shift(e, replacements)) for s, e in spans]
         lo = 0
         starts, ends = token_spans(offsets, len(text))
@@ -346,8 +311,7 @@ def build_example(
     # OR-ing a token's characters then gives all three for the token in one pass.
     codes = np.zeros(n_chars - origin + 1, dtype=np.uint16)
     json_found = True
-    pieces = [p for p, t in zip(conv.pieces, conv.trained) if t]
-    for (s, e), piece in zip(spans, pieces):
+    for s, e in spans:
         piece_classes, piece_trained, found = reply_char_masks(text[s:e], cfg)
         codes[s - origin : e - origin] = _CLASS_BIT[piece_classes] | _REPLY_BITS[piece_trained]
         json_found &= found or cfg.strategy in ("none", "custom")
@@ -386,26 +350,33 @@ def build_example(
     tok_classes = np.zeros(n, dtype=np.uint8)
     tok_classes[lo:] = window_classes
 
-    truncated = max_length is not None and len(ids) > max_length
-    if truncated:
-        if (tok_classes[max_length:] == MEDIA).any() and multimodal:
-            raise MaskingError(f"{name}: --max-length {max_length} would cut image/video tokens; raise it")
-        ids, labels, weights, tok_classes = ids[:max_length], labels[:max_length], weights[:max_length], tok_classes[:max_length]
-        if "mm_token_type_ids" in extras:
-            extras["mm_token_type_ids"] = extras["mm_token_type_ids"][:max_length]
-    return {
-        "input_ids": list(ids),
-        "attention_mask": [1] * len(ids),
-        "labels": labels,
-        "loss_weights": weights,
-        "token_classes": tok_classes,
-        "json_found": bool(json_found),
-        "truncated": bool(truncated),
-        **extras,
-    }
+    if multimodal and max_length is not None and (tok_classes[max_length:] == MEDIA).any():
+        raise MaskingError(f"{name}: --max-length {max_length} would cut image/video tokens; raise it")
+    return truncate(
+        {
+            "input_ids": list(ids),
+            "attention_mask": [1] * len(ids),
+            "labels": labels,
+            "loss_weights": weights,
+            "token_classes": tok_classes,
+            "json_found": bool(json_found),
+            "truncated": False,
+            **extras,
+        },
+        max_length,
+    )
+
+
+def truncate(ex: dict[str, Any], max_length: int | None) -> dict[str, Any]:
+    """An example cut to ``max_length`` tokens (the end is cut); ``truncated`` says if it was."""
+    if max_length is None or len(ex["input_ids"]) <= max_length:
+        return ex
+    cut = {k: ex[k][:max_length] for k in ("input_ids", "attention_mask", "labels", "loss_weights", "token_classes", "mm_token_type_ids") if k in ex}
+    return {**ex, **cut, "truncated": True}
 
 
 if __name__ == "__main__":
+    from model_garden.masking.codec import build_example
     from model_garden.models import load_processing
 
     tok = load_processing("smollm2-135m")

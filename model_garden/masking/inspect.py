@@ -15,7 +15,7 @@ import numpy as np
 from rich.table import Table
 from rich.text import Text
 
-from model_garden.masking.build import text_tokenizer
+from model_garden.models import text_tokenizer
 from model_garden.masking.strategies import MEDIA, PROMPT, TOKEN_CLASS_NAMES
 
 _STYLE = {"trained": "bold black on green", "weighted": "black on yellow", "masked": "white on red", "prompt": "grey50"}

@@ -46,6 +46,10 @@ class Conversation:
         trained: Per piece, whether the policy trains it (only assistant pieces can be).
         images: Image references in the order the template meets them.
         videos: Video references likewise.
+        tools: Function definitions passed to the template.
+        tool_turns: Indices of trained assistant messages holding tool calls: their whole
+            rendered body is the reply (the template writes the calls, not the data).
+        chat: False for a plain prompt and completion (no template).
     """
 
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -55,6 +59,9 @@ class Conversation:
     trained: list[bool] = field(default_factory=list)
     images: list[Any] = field(default_factory=list)
     videos: list[Any] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    tool_turns: list[int] = field(default_factory=list)
+    chat: bool = True
 
     def add(self, text: str, role: str, trained: bool) -> str:
         """Record a text piece; return its sentinel."""
@@ -91,15 +98,28 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
     return parts
 
 
-def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bool, example: str) -> Conversation:
+def normalize(
+    messages: list[dict[str, Any]],
+    cfg: MaskConfig,
+    *,
+    multimodal: bool,
+    example: str,
+    tools: list[dict[str, Any]] | None = None,
+    chat: bool = True,
+    require_reply: bool = True,
+) -> Conversation:
     """Validate OpenAI-style messages and shape them for the template.
 
     Args:
-        messages: ``[{"role", "content"}]``; content a string or a list of parts.
+        messages: ``[{"role", "content"}]``; content a string or a list of parts;
+            assistant messages may carry ``tool_calls``.
         cfg: The masking policy (``train_on``).
         multimodal: True for a processor (content stays a list of parts, media allowed);
             False for a text tokenizer (text parts are joined into one string).
         example: How to name this example in errors.
+        tools: Function definitions for the template.
+        chat: False for a plain prompt and completion (rendered without a template).
+        require_reply: Refuse a chat without an assistant turn (training does).
 
     Returns:
         The normalised conversation.
@@ -107,10 +127,10 @@ def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bo
     if not isinstance(messages, list) or not messages:
         raise MaskingError(f"{example}: 'messages' must be a non-empty list")
     assistant_idx = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"]
-    if not assistant_idx:
+    if not assistant_idx and require_reply:
         raise MaskingError(f"{example}: no assistant message to train on")
-    conv = Conversation()
-    last = assistant_idx[-1]
+    conv = Conversation(tools=tools, chat=chat)
+    last = assistant_idx[-1] if assistant_idx else -1
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or msg.get("role") not in ROLES:
             role = msg.get("role") if isinstance(msg, dict) else msg
@@ -118,6 +138,12 @@ def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bo
         role, content = msg["role"], msg.get("content")
         trained = role == "assistant" and msg.get("weight", 1) != 0 and (cfg.train_on == "all_assistant" or i == last)
         extra = {k: v for k, v in msg.items() if k != "content" and k != "weight"}
+        if trained and msg.get("tool_calls"):
+            # The template renders the calls; the whole turn is located by rendering (render_chat).
+            conv.tool_turns.append(i)
+            trained = False
+        elif trained and content is None:
+            raise MaskingError(f"{example}, message {i}: the assistant reply is empty")
         if isinstance(content, str) and not multimodal:  # the common case, kept cheap
             if trained and not content.strip():
                 raise MaskingError(f"{example}, message {i}: the assistant reply is empty")
@@ -142,12 +168,17 @@ def normalize(messages: list[dict[str, Any]], cfg: MaskConfig, *, multimodal: bo
             (conv.images if p["type"] == "image" else conv.videos).append(p["ref"])
             real.append({"type": p["type"]})
             sent.append({"type": p["type"]})
-        if multimodal:
+        if content is None:  # a tool-call turn without text: the template sees no content
+            conv.messages.append(extra)
+            conv.sentinel_messages.append(dict(extra))
+        elif multimodal:
             conv.messages.append({**extra, "content": real})
             conv.sentinel_messages.append({**extra, "content": sent})
         else:
             conv.messages.append({**extra, "content": "".join(p["text"] for p in real)})
             conv.sentinel_messages.append({**extra, "content": "".join(p["text"] for p in sent)})
+    if not chat and [m["role"] for m in conv.messages] not in (["user", "assistant"], ["user"]):
+        raise MaskingError(f"{example}: a plain prompt and completion must be one user and one assistant text")
     return conv
 
 
@@ -206,8 +237,8 @@ def _compile(owner: Any, template: Any) -> Any:
         tok = owner.tokenizer if hasattr(owner, "tokenizer") and hasattr(owner, "image_processor") else owner
         extra = dict(getattr(tok, "special_tokens_map", {}))
 
-        def direct(messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
-            return compiled.render(messages=messages, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **extra)
+        def direct(messages: list[dict[str, Any]], add_generation_prompt: bool = False, tools: list | None = None) -> str:
+            return compiled.render(messages=messages, tools=tools, documents=None, add_generation_prompt=add_generation_prompt, **extra)
 
         for generation in (False, True):
             probe = _PROBE if generation else _PROBE[:3]
@@ -220,29 +251,29 @@ def _compile(owner: Any, template: Any) -> Any:
         return None
 
 
-def _template(owner: Any, messages: list[dict[str, Any]], example: str, add_generation_prompt: bool = False) -> str:
+def _template(owner: Any, messages: list[dict[str, Any]], example: str, add_generation_prompt: bool = False, tools: list | None = None) -> str:
     try:
         direct = _renderer(owner).direct
         if direct is not None:
-            return direct(messages, add_generation_prompt)
-        return owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+            return direct(messages, add_generation_prompt, tools)
+        return owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt, tools=tools)
     except Exception as exc:  # jinja raises its own errors, e.g. "roles must alternate"
         raise MaskingError(f"{example}: the chat template failed: {exc}") from exc
 
 
-def _skeleton(owner: Any, sentinel_messages: list[dict[str, Any]]) -> list[str] | None:
+def _skeleton(owner: Any, sentinel_messages: list[dict[str, Any]], tools: list | None) -> list[str] | None:
     """The rendering of an all-sentinel chat, split at the sentinels (template text and
     sentinel numbers alternate); ``None`` if the template refuses it. Cached per template
     and chat shape: the real rendering checks every use, so a stale entry (a template
     that prints today's date) costs a fallback, never a wrong span."""
-    key = repr(sentinel_messages)
+    key = repr((sentinel_messages, tools))
     cache = _renderer(owner).skeletons
     try:
         return cache[key]
     except KeyError:
         pass
     try:
-        chunks = _SENTINEL_RE.split(_template(owner, sentinel_messages, "skeleton"))
+        chunks = _SENTINEL_RE.split(_template(owner, sentinel_messages, "skeleton", tools=tools))
     except MaskingError:
         chunks = None
     if len(cache) >= _SKELETON_CACHE_SIZE:
@@ -272,7 +303,7 @@ def _substitute(chunks: list[str] | None, conv: Conversation, expected: list[int
 
 
 def render_chat(owner: Any, conv: Conversation, example: str) -> tuple[str, list[tuple[int, int]]]:
-    """Render a conversation and find the span of every trained reply piece.
+    """Render a conversation and find the span of every trained reply, in order.
 
     Args:
         owner: A tokenizer or processor with a chat template.
@@ -281,17 +312,62 @@ def render_chat(owner: Any, conv: Conversation, example: str) -> tuple[str, list
 
     Returns:
         ``(text, spans)``: the rendered text and the ``(start, end)`` of each trained
-        piece, in order.
+        piece and tool-call turn, in order.
     """
-    real = _template(owner, conv.messages, example)
-    spans = _substitute(_skeleton(owner, conv.sentinel_messages), conv, list(range(len(conv.pieces))), real)
-    if spans is not None:
-        return real, spans
-    # The template looks at the prompt's text: sentinels stand in for the replies only.
-    replies = [k for k, role in enumerate(conv.roles) if role == "assistant"]
-    messages = [s if m["role"] == "assistant" else m for m, s in zip(conv.messages, conv.sentinel_messages)]
-    spans = _substitute(_SENTINEL_RE.split(_template(owner, messages, example)), conv, replies, real)
-    return real, spans if spans is not None else _search_spans(real, conv, example)
+    if not conv.chat:
+        return _render_plain(owner, conv)
+    real = _template(owner, conv.messages, example, tools=conv.tools)
+    spans = _substitute(_skeleton(owner, conv.sentinel_messages, conv.tools), conv, list(range(len(conv.pieces))), real)
+    if spans is None:
+        # The template looks at the prompt's text: sentinels stand in for the replies only.
+        replies = [k for k, role in enumerate(conv.roles) if role == "assistant"]
+        messages = [s if m["role"] == "assistant" else m for m, s in zip(conv.messages, conv.sentinel_messages)]
+        spans = _substitute(_SENTINEL_RE.split(_template(owner, messages, example, tools=conv.tools)), conv, replies, real)
+    if spans is None:
+        spans = _search_spans(real, conv, example)
+    if conv.tool_turns:
+        spans = sorted(spans + [_turn_span(owner, conv, k, real, example) for k in conv.tool_turns])
+    return real, spans
+
+
+def _turn_span(owner: Any, conv: Conversation, k: int, real: str, example: str) -> tuple[int, int]:
+    """The span of assistant message ``k``'s rendered body (content and tool calls): what
+    the template adds after the generation prompt of the messages before it, without the
+    end-of-turn text it puts after every reply (found with a sentinel reply)."""
+    before, tools = conv.messages[:k], conv.tools
+    prompt = _template(owner, before, example, add_generation_prompt=True, tools=tools)
+    full = _template(owner, conv.messages[: k + 1], example, tools=tools)
+    content = _SENTINEL.format(len(conv.pieces))
+    probe_msg = {"role": "assistant", "content": [{"type": "text", "text": content}] if hasattr(owner, "image_processor") else content}
+    probe = _template(owner, [*before, probe_msg], example, tools=tools)
+    suffix = probe[len(prompt) + len(content) :]
+    if not (probe.startswith(prompt + content) and full.startswith(prompt) and full.endswith(suffix) and real.startswith(full)):
+        raise MaskingError(
+            f"{example}, message {k}: the chat template renders this tool-call turn differently in context; "
+            "its tokens cannot be located exactly"
+        )
+    end = len(full) - len(suffix)
+    if not full[len(prompt) : end].strip():
+        raise MaskingError(f"{example}, message {k}: the chat template renders no tool calls (it does not support tools)")
+    return len(prompt), end
+
+
+def _plain_tokens(owner: Any) -> tuple[str, str]:
+    """The text a tokenizer puts around a plain text of its own accord (a BOS, as
+    Llama's does) and its EOS text: what TRL's prompt-completion tokenization adds."""
+    tok = owner.tokenizer if hasattr(owner, "image_processor") else owner
+    bos = tok.bos_token or ""
+    adds_bos = bool(bos) and tok("x", add_special_tokens=True)["input_ids"][:1] == [tok.bos_token_id]
+    return (bos if adds_bos else ""), (tok.eos_token or "")
+
+
+def _render_plain(owner: Any, conv: Conversation) -> tuple[str, list[tuple[int, int]]]:
+    """A plain prompt and completion: ``BOS? + prompt + completion + EOS``; the completion
+    is the reply (its EOS is then trained as its end of turn)."""
+    bos, eos = _plain_tokens(owner)
+    prompt, completion = conv.pieces
+    start = len(bos) + len(prompt)
+    return f"{bos}{prompt}{completion}{eos}", [(start, start + len(completion))] if conv.trained[1] else []
 
 
 def _search_spans(real: str, conv: Conversation, example: str) -> list[tuple[int, int]]:
@@ -317,7 +393,15 @@ def _search_spans(real: str, conv: Conversation, example: str) -> list[tuple[int
     return spans
 
 
-def render_prompt(owner: Any, messages: list[dict[str, Any]], *, multimodal: bool, example: str = "prompt") -> tuple[str, Conversation]:
+def render_prompt(
+    owner: Any,
+    messages: list[dict[str, Any]],
+    *,
+    multimodal: bool,
+    example: str = "prompt",
+    tools: list[dict[str, Any]] | None = None,
+    chat: bool = True,
+) -> tuple[str, Conversation]:
     """Render the generation prompt for inference: every message before the final
     assistant reply (if there is one), then the template's assistant header.
 
@@ -326,13 +410,17 @@ def render_prompt(owner: Any, messages: list[dict[str, Any]], *, multimodal: boo
         messages: The chat; a trailing assistant message (the gold answer) is dropped.
         multimodal: Whether ``owner`` is a processor.
         example: How to name this example in errors.
+        tools: Function definitions for the template.
+        chat: False for a plain prompt (no template; the tokenizer's BOS if it adds one).
 
     Returns:
         ``(text, conversation)``; the conversation lists the media to feed the processor.
     """
     if messages and messages[-1].get("role") == "assistant":
         messages = messages[:-1]
-    # normalize() wants an assistant turn; a placeholder one is added and dropped again.
-    conv = normalize([*messages, {"role": "assistant", "content": "-"}], MaskConfig(), multimodal=multimodal, example=example)
-    conv.messages.pop()
-    return _template(owner, conv.messages, example, add_generation_prompt=True), conv
+    if not any(m.get("role") == "user" for m in messages if isinstance(m, dict)):
+        raise MaskingError(f"{example}: no user message to answer")
+    conv = normalize(messages, MaskConfig(), multimodal=multimodal, example=example, tools=tools, require_reply=False)
+    if not chat:
+        return _plain_tokens(owner)[0] + "".join(conv.pieces), conv
+    return _template(owner, conv.messages, example, add_generation_prompt=True, tools=tools), conv

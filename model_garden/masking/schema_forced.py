@@ -3,7 +3,7 @@
 At inference, constrained decoding supplies every token the grammar leaves no choice
 about (the only token allowed at that point). Training on those tokens spends capacity on
 what decoding provides anyway. This walks the reply's own training tokens through the
-same grammar as ``model_garden.inference.constrained`` and marks a token *forced* when the
+same grammar as constrained decoding (``model_garden.grammar``) and marks a token *forced* when the
 grammar allowed nothing else before it. Decisions that look structural but are not (how
 many items an array gets, ``null`` versus a string, whether an optional key appears, where
 a string ends) allow several tokens and keep their loss.
@@ -20,7 +20,10 @@ import functools
 import json
 from typing import Any
 
+import llguidance.numpy
 import numpy as np
+
+from model_garden.grammar import matcher
 
 
 def forced_tokens(tokenizer: Any, schema: dict, reply_ids: list[int]) -> np.ndarray | None:
@@ -40,10 +43,6 @@ def forced_tokens(tokenizer: Any, schema: dict, reply_ids: list[int]) -> np.ndar
 
 @functools.lru_cache(maxsize=65536)
 def _forced(tokenizer: Any, schema_json: str, reply_ids: tuple[int, ...]) -> tuple[bool, ...] | None:
-    import llguidance.numpy
-
-    from model_garden.inference.constrained import matcher
-
     m = matcher(tokenizer, json.loads(schema_json))
     bitmask = llguidance.numpy.allocate_token_bitmask(1, len(tokenizer))
     forced = np.zeros(len(reply_ids), dtype=bool)

@@ -42,6 +42,17 @@ STRATEGIES = ("none", "conservative", "moderate", "aggressive", "custom", "schem
 TRAIN_ON = ("all_assistant", "last_assistant")
 
 
+def selective_strategy(use_selective_loss: bool, semantic_patterns: tuple[str, ...] | list[str] = (), conservative: bool = True) -> str:
+    """The strategy the design notes' on/off switch stands for: off is response-only;
+    on trains the patterns' capture groups when there are patterns, else masks JSON
+    punctuation (``conservative``) or also keys."""
+    if not use_selective_loss:
+        return "none"
+    if semantic_patterns:
+        return "custom"
+    return "conservative" if conservative else "moderate"
+
+
 class MaskingError(ValueError):
     """An example cannot be masked as asked; the message names the example."""
 

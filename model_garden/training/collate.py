@@ -16,47 +16,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from model_garden.masking import MaskConfig, build_example, text_tokenizer
+from model_garden.masking.batch import pad_batch
+from model_garden.masking.strategies import selective_strategy
 from model_garden.training.label_masker import LabelMasker
 
 log = logging.getLogger(__name__)
-
-_TEXT_KEYS = ("input_ids", "attention_mask", "labels", "loss_weights", "token_classes", "mm_token_type_ids")
-_PAD = {"input_ids": None, "attention_mask": 0, "labels": -100, "loss_weights": 0.0, "token_classes": 0, "mm_token_type_ids": 0}
-_DTYPES = {"loss_weights": torch.float32, "token_classes": torch.uint8}
-
-
-def _merge_media(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Merge a processor's per-example tensors into batch tensors.
-
-    Tensors that carry a batch dimension of 1 and several dimensions (Idefics3's
-    ``pixel_values [1, images, 3, H, W]``) are padded along the image axis with zeros (the
-    model skips all-zero images) and stacked; flat ones (Qwen2-VL's patches and grids)
-    are concatenated, as the model expects.
-    """
-    keys = sorted({k for f in features for k in f if k not in _TEXT_KEYS and isinstance(f[k], torch.Tensor)})
-    out = {}
-    for key in keys:
-        present = [f[key] for f in features if key in f]
-        sample = present[0]
-        if sample.dim() >= 4 and sample.shape[0] == 1:
-            most = max(t.shape[1] for t in present)
-            padded = []
-            for f in features:
-                t = f.get(key)
-                if t is None:
-                    t = sample.new_zeros((1, 0, *sample.shape[2:]))
-                if t.shape[1] < most:
-                    t = torch.cat([t, t.new_zeros((1, most - t.shape[1], *t.shape[2:]))], dim=1)
-                padded.append(t)
-            out[key] = torch.cat(padded)
-        else:
-            out[key] = torch.cat(present)
-    return out
-
 
 @dataclass
 class StructuredOutputDataCollator:
@@ -107,24 +74,7 @@ class StructuredOutputDataCollator:
             log.warning("dropped %d example(s) with no trained token (%d so far)", len(built) - len(kept), self.dropped)
         # A batch with nothing to train still runs, at zero weight, so every rank steps together.
         batch_features = kept or built
-        longest = max(len(f["input_ids"]) for f in batch_features)
-        if self.pad_to_multiple_of:
-            longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        pads = dict(_PAD, input_ids=self._pad_id())
-        batch = {}
-        for key in _TEXT_KEYS:
-            if key == "mm_token_type_ids" and not any(key in f for f in batch_features):
-                continue
-            rows = np.full((len(batch_features), longest), pads[key], dtype=np.float32 if key == "loss_weights" else np.int64)
-            for i, f in enumerate(batch_features):
-                values = f.get(key)
-                if values is None:
-                    fill = 1 if key in ("attention_mask", "loss_weights") else 0
-                    values = np.full(len(f["input_ids"]), fill)
-                rows[i, : len(values)] = np.asarray(values)
-            batch[key] = torch.from_numpy(rows).to(_DTYPES.get(key, torch.long))
-        batch.update(_merge_media(batch_features))
-        return batch
+        return pad_batch(batch_features, self._pad_id(), side="right", multiple_of=self.pad_to_multiple_of)
 
 
 def _unsloth_collator() -> type | None:
@@ -158,12 +108,7 @@ class SelectiveLossVisionDataCollator(StructuredOutputDataCollator):
         structural_weight: float = 0.0,
         max_length: int | None = None,
     ):
-        if not mask_structural_tokens:
-            strategy = "none"
-        elif semantic_patterns:
-            strategy = "custom"
-        else:
-            strategy = "conservative" if conservative_masking else "moderate"
+        strategy = selective_strategy(mask_structural_tokens, semantic_patterns, conservative_masking)
         cfg = MaskConfig(strategy=strategy, semantic_patterns=tuple(semantic_patterns), structural_weight=structural_weight)
         super().__init__(processing=processor, mask_config=cfg, max_length=max_length)
         base = _unsloth_collator()

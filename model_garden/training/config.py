@@ -1,7 +1,15 @@
-"""The training configuration: one typed dataclass, loadable from YAML, overridable by
+"""The training configuration: typed option groups, loadable from YAML, overridable by
 flags, validated with messages that name the flag, and saved with every run.
 
-Precedence: dataclass defaults < ``--config FILE.yaml`` < command-line flags.
+``TrainConfig`` holds one group per concern (model, LoRA, data, mask, optimisation, run).
+Every field is a flag of ``model-garden train`` (``--max-steps``) and a key of the
+``--config`` YAML file, flat (``max_steps: 100``) or grouped (``optim: {max_steps: 100}``).
+Precedence: defaults < ``--config FILE.yaml`` < command-line flags.
+
+    cfg = TrainConfig.from_options(dataset="train.jsonl", mask_strategy="moderate", max_steps=50)
+    cfg.optim.max_steps, cfg.mask.mask_strategy       # 50, "moderate"
+
+Try it: ``python -m model_garden.options`` lists every option by group.
 """
 
 from __future__ import annotations
@@ -14,94 +22,134 @@ from typing import Any
 
 import yaml
 
-from model_garden.masking import MaskConfig
+from model_garden.masking.strategies import MaskConfig, selective_strategy
+from model_garden.options import ConfigError, build, read_yaml
 
 _SCHEDULE_RE = re.compile(r"^linear:(?P<start>[0-9.]+)->(?P<end>[0-9.]+)$")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
-def _opt(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help}, **kw)
+def _require(checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 @dataclass
-class TrainConfig:
-    """Options of ``model-garden train`` / ``train-vision`` (flag = field name with dashes)."""
+class ModelOptions:
+    """The model to fine-tune.
 
-    base_model: str = _opt("smollm2-135m", "Alias (smollm2-135m), .gguf file, HF directory or hub id")
-    dataset: str | None = _opt(None, "Training JSONL (OpenAI chat format)")
-    eval_dataset: str | None = _opt(None, "Evaluation JSONL; its value-token loss is logged")
-    output: str = _opt("outputs/run", "Output folder (adapter, config, logs, checkpoints)")
-    vision: bool = _opt(False, "Train a vision-language model (set by train-vision)")
-    # what carries loss
-    mask_strategy: str = _opt("none", "none | conservative | moderate | aggressive | custom | schema-forced")
-    use_selective_loss: bool = _opt(False, "The notes' switch: conservative masking, or custom with --semantic-patterns")
-    semantic_patterns: list[str] = field(
-        default_factory=list, metadata={"help": "Regexes whose capture groups are trained (custom strategy)"}
-    )
-    structural_weight: float = _opt(0.0, "Weight of masked structural tokens (0 = masked)")
-    structural_weight_schedule: str | None = _opt(None, "e.g. linear:1.0->0.0 (format first, then values)")
-    structural_keep_prob: float = _opt(0.0, "Probability a masked structural token is kept in the loss, per batch")
-    train_on: str = _opt("all_assistant", "all_assistant | last_assistant")
-    schema: str | None = _opt(None, "Reply JSON Schema for schema-forced (default: schema.json beside the data, or the prompt's)")
-    # optimisation
-    epochs: float = _opt(1.0, "Passes over the training data")
-    max_steps: int = _opt(-1, "Stop after this many optimizer steps (overrides --epochs)")
-    batch_size: int = _opt(4, "Examples per micro-batch")
-    grad_accum: int = _opt(1, "Micro-batches per optimizer step")
-    lr: float = _opt(2e-4, "Peak learning rate")
-    lr_scheduler: str = _opt("linear", "transformers scheduler name (linear, cosine, constant, ...)")
-    warmup_ratio: float = _opt(0.0, "Fraction of steps spent warming up")
-    weight_decay: float = _opt(0.0, "AdamW weight decay")
-    optim: str = _opt("adamw_torch", "transformers optimizer name (adamw_torch, sgd, adafactor, ...)")
-    max_grad_norm: float = _opt(1.0, "Clip gradients to this norm (0 = no clipping)")
-    max_length: int | None = _opt(2048, "Truncate examples to this many tokens")
-    group_by_length: bool = _opt(False, "Batch examples of similar length together (less padding)")
-    seed: int = _opt(0, "Seed of initial adapter weights, data order and mask draws")
-    # model
-    full_finetune: bool = _opt(False, "Train all weights instead of a LoRA adapter")
-    lora_r: int = _opt(16, "LoRA rank")
-    lora_alpha: int = _opt(32, "LoRA alpha")
-    lora_dropout: float = _opt(0.0, "LoRA dropout")
-    lora_target: str | None = _opt(None, "Regex of module names to adapt (default: the language model's linear layers)")
-    gradient_checkpointing: bool = _opt(
-        True, "Recompute activations in backward to save memory (on by default, as in TRL; see docs/benchmarks.md)"
-    )
-    bf16: str = _opt("auto", "auto | true | false: bf16 autocast (auto: when the CPU/GPU supports it)")
-    loss_chunk_size: int = _opt(512, "Rows projected to the vocabulary at a time in the loss")
-    # bookkeeping
-    logging_steps: int = _opt(5, "Log every N steps")
-    eval_steps: int = _opt(50, "Evaluate every N steps (with --eval-dataset)")
-    save_steps: int = _opt(100, "Checkpoint every N steps")
-    save_total_limit: int = _opt(2, "Keep at most this many checkpoints")
-    resume: str | None = _opt(None, "Resume: 'latest' or a checkpoint folder")
-    report_to: str = _opt("tensorboard", "tensorboard | wandb | none | ... (transformers integrations)")
-    merge: bool = _opt(False, "Also save the adapter merged into the base model (output/merged)")
-    skip_bad_lines: bool = _opt(False, "Train on the good lines of a dataset with errors (they are logged)")
-    allow_remote_images: bool = _opt(False, "Fetch http(s) images")
-    allow_outside_paths: bool = _opt(False, "Allow image paths outside the dataset folder")
-    dataloader_workers: int = _opt(0, "DataLoader worker processes")
+    Attributes:
+        base_model: Alias (smollm2-135m), .gguf file, Hugging Face folder or hub id.
+        vision: Train a vision-language model (set by train-vision).
+        full_finetune: Train all weights instead of a LoRA adapter.
+        dtype: auto | bfloat16 | float16 | float32: weights of the base model (auto: the checkpoint's own on a GPU, float32 on a CPU, where bf16 autocast does the speed).
+        bf16: auto | true | false: bf16 autocast (auto: when the CPU or GPU supports it).
+        gradient_checkpointing: Recompute activations in backward to save memory (on by default, as in TRL; see docs/benchmarks.md).
+    """
+
+    base_model: str = "smollm2-135m"
+    vision: bool = False
+    full_finetune: bool = False
+    dtype: str = "auto"
+    bf16: str = "auto"
+    gradient_checkpointing: bool = True
+
+    def __post_init__(self) -> None:
+        _require([
+            (self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}"),
+            (self.bf16 in ("auto", "true", "false"), f"--bf16 must be auto, true or false; got {self.bf16!r}"),
+        ])
+
+
+@dataclass
+class LoraOptions:
+    """The LoRA adapter (unless --full-finetune).
+
+    Attributes:
+        lora_r: LoRA rank.
+        lora_alpha: LoRA alpha.
+        lora_dropout: LoRA dropout.
+        lora_target: Regex of module names to adapt (default: the language model's linear layers).
+    """
+
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target: str | None = None
+
+    def __post_init__(self) -> None:
+        _require([(self.lora_r >= 1, "--lora-r must be >= 1"), (0.0 <= self.lora_dropout < 1.0, "--lora-dropout must be in [0, 1)")])
+
+
+@dataclass
+class DataOptions:
+    """Where the examples come from and how they are read.
+
+    Attributes:
+        dataset: Training data: a JSONL file, a parquet/arrow/json file or folder, a save_to_disk folder, or a hub id (OpenAI messages, TRL prompt/completion or ShareGPT records).
+        eval_dataset: Evaluation data (same kinds); its value-token loss is logged.
+        data_format: auto | jsonl | parquet | arrow | json | disk | hub (auto: from the path).
+        data_name: Configuration name of a hub dataset.
+        data_split: Split of a hub dataset or a saved DatasetDict.
+        eval_split: Split of --eval-dataset when it is a hub dataset or a saved DatasetDict.
+        max_length: Truncate examples to this many tokens.
+        skip_bad_lines: Train on the good records of a dataset with errors (the others are listed).
+        allow_remote_images: Fetch http(s) images.
+        allow_outside_paths: Allow image paths outside the dataset folder.
+        dataloader_workers: DataLoader worker processes.
+    """
+
+    dataset: str | None = None
+    eval_dataset: str | None = None
+    data_format: str = "auto"
+    data_name: str | None = None
+    data_split: str = "train"
+    eval_split: str = "test"
+    max_length: int | None = 2048
+    skip_bad_lines: bool = False
+    allow_remote_images: bool = False
+    allow_outside_paths: bool = False
+    dataloader_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _require([
+            (self.max_length is None or self.max_length >= 16, "--max-length must be >= 16"),
+            (self.dataloader_workers >= 0, "--dataloader-workers must be >= 0"),
+        ])
+
+
+@dataclass
+class MaskOptions:
+    """What carries loss.
+
+    Attributes:
+        mask_strategy: none | conservative | moderate | aggressive | custom | schema-forced.
+        use_selective_loss: The notes' switch: conservative masking, or custom with --semantic-patterns.
+        semantic_patterns: Regexes whose capture groups are trained (custom strategy).
+        structural_weight: Weight of masked structural tokens (0 = masked).
+        structural_weight_schedule: e.g. linear:1.0->0.0 (format first, then values).
+        structural_keep_prob: Probability a masked structural token is kept in the loss, per batch.
+        train_on: all_assistant | last_assistant.
+        schema: Reply JSON Schema for schema-forced (default: schema.json beside the data, or the prompt's).
+    """
+
+    mask_strategy: str = "none"
+    use_selective_loss: bool = False
+    semantic_patterns: list[str] = field(default_factory=list)
+    structural_weight: float = 0.0
+    structural_weight_schedule: str | None = None
+    structural_keep_prob: float = 0.0
+    train_on: str = "all_assistant"
+    schema: str | None = None
 
     def __post_init__(self) -> None:
         self.semantic_patterns = list(self.semantic_patterns or [])
         if self.use_selective_loss and self.mask_strategy == "none":
-            # The notes' switch: patterns select values; without them start conservative.
-            self.mask_strategy = "custom" if self.semantic_patterns else "conservative"
-        checks = [
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
-            (self.grad_accum >= 1, "--grad-accum must be >= 1"),
-            (self.lr > 0, "--lr must be > 0"),
-            (self.epochs > 0 or self.max_steps > 0, "--epochs must be > 0 (or give --max-steps)"),
-            (self.max_length is None or self.max_length >= 16, "--max-length must be >= 16"),
-            (0.0 <= self.structural_keep_prob <= 1.0, "--structural-keep-prob must be in [0, 1]"),
-            (self.lora_r >= 1, "--lora-r must be >= 1"),
-            (self.bf16 in ("auto", "true", "false"), "--bf16 must be auto, true or false"),
-            (self.loss_chunk_size >= 1, "--loss-chunk-size must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+            self.mask_strategy = selective_strategy(True, self.semantic_patterns)
+        _require([(0.0 <= self.structural_keep_prob <= 1.0, "--structural-keep-prob must be in [0, 1]")])
         if self.structural_weight_schedule and not _SCHEDULE_RE.match(self.structural_weight_schedule):
-            raise ValueError(f"--structural-weight-schedule must look like linear:1.0->0.0; got {self.structural_weight_schedule!r}")
+            raise ConfigError(f"--structural-weight-schedule must look like linear:1.0->0.0; got {self.structural_weight_schedule!r}")
         self.mask_config()  # validates the masking options
 
     def mask_config(self) -> MaskConfig:
@@ -118,55 +166,165 @@ class TrainConfig:
         m = _SCHEDULE_RE.match(self.structural_weight_schedule or "")
         return (float(m["start"]), float(m["end"])) if m else None
 
-    def to_dict(self) -> dict[str, Any]:
+
+@dataclass
+class OptimOptions:
+    """Optimisation.
+
+    Attributes:
+        epochs: Passes over the training data.
+        max_steps: Stop after this many optimizer steps (overrides --epochs).
+        batch_size: Examples per micro-batch.
+        grad_accum: Micro-batches per optimizer step.
+        lr: Peak learning rate.
+        lr_scheduler: transformers scheduler name (linear, cosine, constant, ...).
+        warmup_ratio: Fraction of steps spent warming up.
+        weight_decay: AdamW weight decay.
+        optim: transformers optimizer name (adamw_torch, sgd, adafactor, ...).
+        max_grad_norm: Clip gradients to this norm (0 = no clipping).
+        group_by_length: Batch examples of similar length together (less padding).
+        seed: Seed of initial adapter weights, data order and mask draws.
+        loss_chunk_size: Rows projected to the vocabulary at a time in the loss.
+    """
+
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-4
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    optim: str = "adamw_torch"
+    max_grad_norm: float = 1.0
+    group_by_length: bool = False
+    seed: int = 0
+    loss_chunk_size: int = 512
+
+    def __post_init__(self) -> None:
+        _require([
+            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (self.grad_accum >= 1, "--grad-accum must be >= 1"),
+            (self.lr > 0, "--lr must be > 0"),
+            (self.epochs > 0 or self.max_steps > 0, "--epochs must be > 0 (or give --max-steps)"),
+            (0.0 <= self.warmup_ratio < 1.0, "--warmup-ratio must be in [0, 1)"),
+            (self.loss_chunk_size >= 1, "--loss-chunk-size must be >= 1"),
+        ])
+
+
+@dataclass
+class RunOptions:
+    """Output, logging, evaluation and checkpoints.
+
+    Attributes:
+        output: Output folder (adapter, config, logs, checkpoints).
+        logging_steps: Log every N steps.
+        eval_steps: Evaluate every N steps (with --eval-dataset).
+        save_steps: Checkpoint every N steps.
+        save_total_limit: Keep at most this many checkpoints.
+        resume: Resume: 'latest' or a checkpoint folder.
+        report_to: tensorboard | wandb | none | ... (transformers integrations).
+        merge: Also save the adapter merged into the base model (output/merged).
+    """
+
+    output: str = "outputs/run"
+    logging_steps: int = 5
+    eval_steps: int = 50
+    save_steps: int = 100
+    save_total_limit: int = 2
+    resume: str | None = None
+    report_to: str = "tensorboard"
+    merge: bool = False
+
+    def __post_init__(self) -> None:
+        _require([
+            (self.logging_steps >= 1, "--logging-steps must be >= 1"),
+            (self.eval_steps >= 1, "--eval-steps must be >= 1"),
+            (self.save_steps >= 1, "--save-steps must be >= 1"),
+            (self.save_total_limit >= 1, "--save-total-limit must be >= 1"),
+        ])
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``model-garden train`` / ``train-vision``, by group."""
+
+    model: ModelOptions = field(default_factory=ModelOptions)
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    data: DataOptions = field(default_factory=DataOptions)
+    mask: MaskOptions = field(default_factory=MaskOptions)
+    optim: OptimOptions = field(default_factory=OptimOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+
+    @staticmethod
+    def groups() -> dict[str, type]:
+        """Group name -> its dataclass, in order."""
+        return {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}  # type: ignore[misc]
+
+    @classmethod
+    def from_options(cls, where: dict[str, str] | None = None, **options: Any) -> TrainConfig:
+        """A configuration from flat option names (``max_steps=50``), each checked
+        against its type; ``where`` names the source of a value for errors."""
+        return cls(**_sorted_into_groups(cls.groups(), options, where))
+
+    def replace(self, **options: Any) -> TrainConfig:
+        """A copy with some options changed (flat names)."""
+        return TrainConfig.from_options(**{**self.flat(), **options})
+
+    def flat(self) -> dict[str, Any]:
+        """Every option by its flat name."""
+        return {k: v for group in self.to_dict().values() for k, v in group.items()}
+
+    def mask_config(self) -> MaskConfig:
+        return self.mask.mask_config()
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        """Write the resolved configuration as YAML."""
+        """Write the resolved configuration as grouped YAML."""
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def field_help() -> dict[str, str]:
-    """Help text of every option, for the CLI."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
+def _sorted_into_groups(groups: dict[str, type], options: dict[str, Any], where: dict[str, str] | None) -> dict[str, Any]:
+    owner = {f.name: g for g, cls in groups.items() for f in dataclasses.fields(cls)}
+    values: dict[str, dict[str, Any]] = {g: {} for g in groups}
+    for name, value in options.items():
+        if name not in owner:
+            raise ConfigError(f"{(where or {}).get(name, '')}unknown option {name!r}")
+        values[owner[name]][name] = value
+    return {g: build(groups[g], values[g], where) for g in groups}
 
 
-def read_config_file(path: str | Path | None, owners: dict[str, type]) -> dict[str, dict[str, Any]]:
-    """The options of a YAML config file, sorted by the dataclass that owns each.
-
-    Args:
-        path: The ``--config`` file; None gives empty mappings.
-        owners: Name -> dataclass whose fields it may set (first owner wins a shared name).
-
-    Raises:
-        ValueError: naming the file and the unknown key.
-    """
-    values: dict[str, dict[str, Any]] = {owner: {} for owner in owners}
+def read_config_file(path: str | Path | None, groups: dict[str, type]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The options of a ``--config`` YAML file, flat (grouped keys are flattened), and
+    where each came from (``run.yaml line 4: ``) for error messages."""
     if not path:
-        return values
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {path}: no such file")
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(loaded, dict):
-        raise ValueError(f"--config {path}: expected a mapping of option: value")
-    field_owner: dict[str, str] = {}
-    for owner, cls in reversed(owners.items()):
-        field_owner |= {f.name: owner for f in dataclasses.fields(cls)}
-    for key, value in loaded.items():
+        return {}, {}
+    values, lines = read_yaml(path)
+    known = {f.name for cls in groups.values() for f in dataclasses.fields(cls)}
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
         name = str(key).replace("-", "_")
-        if name not in field_owner:
-            raise ValueError(f"--config {path}: unknown option {key!r}")
-        values[field_owner[name]][name] = value
-    return values
+        if name in groups and isinstance(value, dict):
+            flat.update({str(k).replace("-", "_"): v for k, v in value.items()})
+        elif name in known:
+            flat[name] = value
+        else:
+            raise ConfigError(f"--config {path} line {lines.get(name, '?')}: unknown option {key!r}")
+    where = {name: f"--config {path} line {lines.get(name, '?')}: " for name in flat}
+    return flat, where
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
     """Defaults, then the YAML file, then the flags that were given (not None).
 
     Raises:
-        ValueError: naming the file and the unknown key, or the flag with a bad value.
+        ConfigError: naming the file, line and option, or the flag with a bad value.
     """
-    values = read_config_file(path, {"train": TrainConfig})["train"]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(**values)
+    values, where = read_config_file(path, TrainConfig.groups())
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    for name in given:
+        where.pop(name, None)
+    return TrainConfig.from_options(where, **values)

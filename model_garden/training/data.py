@@ -1,150 +1,75 @@
-"""Training data: JSONL records built into masked examples, checked before training.
+"""Training data: samples built into masked examples when the DataLoader asks for them.
 
-``MaskedDataset`` builds an example when the DataLoader asks for it (so image-heavy files
-are never held in memory). ``prescan`` builds every example once before training starts:
-it finds the lines that cannot be used (unreadable image, reply that cannot be located,
-nothing left to train after truncation), gathers the mask statistics printed at start,
-and so guarantees training never dies on a bad line hours in.
+``MaskedDataset`` wraps a ``SampleSource`` (JSONL, a Hugging Face dataset, VTG
+annotations) and a ``ChatCodec``; ``prescan`` runs the one scan (``masking.scan``) before
+training starts, which finds the records that cannot be used, gathers the mask statistics
+printed at start, and so guarantees training never dies on a bad record hours in.
+Examples are rebuilt on access, so image-heavy files are never held in memory.
+
+Try it: ``python -m model_garden.training.data FILE.jsonl`` prescans a file with SmolLM2.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
+import sys
 from typing import Any
 
 from torch.utils.data import Dataset
 
-from model_garden.data.images import ImageError, ImagePolicy, load_image
-from model_garden.data.jsonl import DataError
-from model_garden.data.schema import schema_for
-from model_garden.masking import MaskConfig, MaskingError, build_example, is_processor
-from model_garden.masking.inspect import MaskStats
-from model_garden.masking.render import normalize
+from model_garden.masking.codec import ChatCodec
+from model_garden.masking.scan import ScanReport, scan_source
+from model_garden.masking.strategies import MaskConfig
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PrescanReport:
-    """What the pre-pass found."""
-
-    stats: MaskStats = field(default_factory=MaskStats)
-    errors: list[str] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    # SHA-256 over the kept examples' ids, labels, weights and token classes: two runs
-    # whose fingerprints match feed the trainer exactly the same thing.
-    fingerprint: str = ""
-
-
 class MaskedDataset(Dataset):
-    """Chat records, built by ``build_example`` on access.
+    """Samples of a source, built by ``codec.encode_train`` on access.
 
     Args:
-        records: A ``JsonlDataset``, or any sequence of dicts with ``messages`` (and
-            optionally ``where`` naming the example, ``processor_kwargs``), such as
-            ``VideoTemporalSFTDataset``.
-        processing: Tokenizer or processor.
+        source: A ``SampleSource``: ``len``, ``sample(i)``, ``where(i)``, ``skipped``.
+        codec: Tokenizer or processor with its image policy and schema.
         cfg: The masking policy.
         max_length: Truncation.
-        policy: Where images may come from (default: the dataset's folder).
-        schema: Reply schema for ``schema-forced``; without it each record's own (the one
-            its prompt carries) is used.
     """
 
-    def __init__(
-        self,
-        records: Any,
-        processing: Any,
-        cfg: MaskConfig,
-        max_length: int | None = None,
-        policy: ImagePolicy | None = None,
-        schema: dict | None = None,
-    ):
-        self.records = records
-        self.processing = processing
+    def __init__(self, source: Any, codec: ChatCodec, cfg: MaskConfig, max_length: int | None = None):
+        self.source = source
+        self.codec = codec
         self.cfg = cfg
         self.max_length = max_length
-        self.policy = policy or ImagePolicy(base_dir=getattr(records, "path", Path.cwd() / "x").parent)
-        self.multimodal = is_processor(processing)
-        self.indices = list(range(len(records)))
-        self.schema = schema
+        self.indices = list(range(len(source)))
+        self.lengths: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def build(self, record_idx: int) -> dict[str, Any]:
-        """Build one record (by its index in ``records``)."""
-        record = self.records[record_idx]
-        where = self.where(record_idx)
-        if isinstance(record, dict):
-            messages, kwargs = record["messages"], record.get("processor_kwargs")
-            where = record.get("where", where)
-        else:
-            messages, kwargs = record.messages, None
-        images = None
-        if self.multimodal:
-            conv = normalize(messages, self.cfg, multimodal=True, example=where)
-            images = [load_image(ref, where=where, policy=self.policy) for ref in conv.images]
-        schema = None
-        if self.cfg.strategy == "schema-forced":
-            schema = self.schema or schema_for(None, messages)
-        return build_example(
-            self.processing,
-            messages,
-            self.cfg,
-            images=images,
-            max_length=self.max_length,
-            example=where,
-            processor_kwargs=kwargs,
-            schema=schema,
-        )
-
-    def where(self, record_idx: int) -> str:
-        """How messages name a record."""
-        if hasattr(self.records, "where"):
-            return self.records.where(record_idx)
-        return f"example {record_idx}"
-
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        return self.build(self.indices[idx])
+        return self.codec.encode_train(self.source.sample(self.indices[idx]), self.cfg, max_length=self.max_length)
 
-    def prescan(self, *, skip_bad_lines: bool = False) -> PrescanReport:
+    def prescan(self, *, skip_bad_lines: bool = False) -> ScanReport:
         """Build every example once; keep only the usable ones.
 
         Raises:
-            DataError: listing the unusable lines, unless ``skip_bad_lines`` (then they
+            DataError: listing the unusable records, unless ``skip_bad_lines`` (then they
                 are logged and left out).
         """
-        report = PrescanReport()
-        digest = hashlib.sha256()
-        keep = []
-        for i in range(len(self.records)):
-            try:
-                ex = self.build(i)
-            except (MaskingError, ImageError, DataError) as exc:
-                report.errors.append(str(exc))
-                continue
-            report.stats.add(ex)
-            if all(label == -100 for label in ex["labels"]):
-                report.errors.append(f"{self.where(i)}: nothing left to train (cut by --max-length {self.max_length})")
-                continue
-            report.lengths.append(len(ex["input_ids"]))
-            keep.append(i)
-            for key in ("input_ids", "labels", "loss_weights", "token_classes"):
-                digest.update(repr([float(v) for v in ex[key]]).encode())
-        report.fingerprint = digest.hexdigest()
-        report.errors = [str(e) for e in getattr(self.records, "skipped", [])] + report.errors
-        if report.errors and not skip_bad_lines:
-            shown = "\n  ".join(report.errors[:20])
-            more = f"\n  ... and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
-            raise DataError(
-                f"{getattr(self.records, 'path', 'dataset')}: {len(report.errors)} unusable example(s); fix them or pass --skip-bad-lines:\n  {shown}{more}"
-            )
-        for error in report.errors:
-            log.warning("skipped %s", error)
-        self.indices = keep
-        self.lengths = report.lengths  # aligned with the kept examples
+        report = scan_source(self.source, self.codec, self.cfg, self.max_length)
+        if not skip_bad_lines:
+            report.raise_errors()
+        for message in report.messages:
+            log.warning("skipped %s", message)
+        self.indices = list(report.kept)
+        # For group_by_length: the lengths the trainer sees, aligned with the kept examples.
+        cap = self.max_length or sys.maxsize
+        self.lengths = [min(n, cap) for n in report.lengths]
         return report
+
+
+if __name__ == "__main__":
+    from model_garden.data.sources import open_source
+    from model_garden.models import load_processing
+
+    data = MaskedDataset(open_source(sys.argv[1]), ChatCodec.for_data(load_processing("smollm2-135m"), sys.argv[1]), MaskConfig())
+    print(data.prescan(skip_bad_lines=True).stats.as_dict())

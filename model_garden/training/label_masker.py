@@ -17,7 +17,7 @@ import torch
 
 from model_garden.masking import MaskConfig, build_example
 from model_garden.masking.build import _special_ids, any_char, token_spans
-from model_garden.masking.strategies import reply_char_masks
+from model_garden.masking.strategies import reply_char_masks, selective_strategy
 
 
 class LabelMasker:
@@ -32,7 +32,7 @@ class LabelMasker:
 
     def __init__(self, tokenizer: Any, cfg: MaskConfig | None = None, conservative: bool = True):
         self.tokenizer = tokenizer
-        self.cfg = cfg or MaskConfig(strategy="conservative" if conservative else "moderate")
+        self.cfg = cfg or MaskConfig(strategy=selective_strategy(True, (), conservative))
         self.fallbacks = 0
         self._special = _special_ids(tokenizer)
 

@@ -1,9 +1,10 @@
 """Run a training job from a ``TrainConfig``: the body of ``model-garden train``.
 
-Output folder layout::
+``train`` = ``setup_data`` (sources, codec, the prescan) -> ``setup_model`` (base model,
+adapter) -> ``setup_trainer`` -> ``fit`` -> ``save``. Output folder layout::
 
-    OUTPUT/config.yaml          resolved configuration
-    OUTPUT/mask_stats.json      fraction trained per class, fallbacks, drops
+    OUTPUT/config.yaml          resolved configuration (grouped)
+    OUTPUT/mask_stats.json      fraction trained per class, fallbacks, drops, fingerprint
     OUTPUT/adapter_*            LoRA adapter (or full weights with --full-finetune)
     OUTPUT/tokenizer*, chat_template.jinja, (processor files)
     OUTPUT/merged/              base + adapter merged (--merge)
@@ -24,9 +25,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from peft import LoraConfig, get_peft_model
 from rich.console import Console
+from transformers import PrinterCallback, TrainingArguments, set_seed
+from transformers.integrations import TensorBoardCallback
+from transformers.trainer_utils import get_last_checkpoint
 
+from model_garden.data.sources import open_source
+from model_garden.masking.codec import ChatCodec
+from model_garden.masking.inspect import render_rich
+from model_garden.masking.scan import ScanReport
+from model_garden.masking.strategies import MaskConfig
+from model_garden.models import is_processor, is_vision_model, load_model, load_processing, public_name, resolve_model
+from model_garden.training.callbacks import JsonlLog, RichProgress, SaveOnSignal
+from model_garden.training.collate import StructuredOutputDataCollator
 from model_garden.training.config import TrainConfig
+from model_garden.training.data import MaskedDataset
+from model_garden.training.trainer import SelectiveLossSFTTrainer
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +58,17 @@ class TrainResult:
     interrupted: bool
 
 
-def _use_bf16(setting: str) -> bool:
-    import torch
+@dataclass
+class TrainData:
+    """The prepared data of a run."""
 
+    codec: ChatCodec
+    train: MaskedDataset
+    eval: MaskedDataset | None
+    scan: ScanReport
+
+
+def _use_bf16(setting: str) -> bool:
     if setting != "auto":
         return setting == "true"
     if torch.cuda.is_available():
@@ -53,27 +77,85 @@ def _use_bf16(setting: str) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def build_model(cfg: TrainConfig, vision: bool, model: Any = None, trainable_token_ids: list[int] | None = None) -> Any:
+def base_dtype(setting: str) -> Any:
+    """The dtype the base model is loaded in: ``auto`` keeps the checkpoint's own on an
+    accelerator (a frozen bf16 base, as TRL and Axolotl load it) and float32 on a CPU,
+    where the master weights stay float32 and bf16 autocast does the speed."""
+    if setting == "auto":
+        return "auto" if torch.cuda.is_available() else torch.float32
+    return getattr(torch, setting)
+
+
+def setup_processing(cfg: TrainConfig, processing: Any = None) -> tuple[Any, bool]:
+    """The tokenizer or processor (loaded unless given) and whether the model is a VLM."""
+    if processing is None:
+        vision = cfg.model.vision or is_vision_model(resolve_model(cfg.model.base_model))
+        processing = load_processing(cfg.model.base_model, vision=vision)
+    vision = is_processor(processing)
+    if cfg.model.vision and not vision:
+        raise ValueError(f"--base-model {cfg.model.base_model} is a text model; use `model-garden train`")
+    if not cfg.model.vision and vision:
+        raise ValueError(f"--base-model {cfg.model.base_model} is a vision-language model; use `model-garden train-vision`")
+    return processing, vision
+
+
+def _source(cfg: TrainConfig, spec: str, split: str) -> Any:
+    d = cfg.data
+    return open_source(spec, format=d.data_format, name=d.data_name, split=split, skip_bad_lines=True)
+
+
+def masked_train_data(cfg: TrainConfig, processing: Any, train_source: Any = None) -> MaskedDataset:
+    """The training set as ``cfg`` masks it (not yet prescanned)."""
+    d = cfg.data
+    if train_source is None:
+        if not d.dataset:
+            raise ValueError("--dataset is required")
+        train_source = _source(cfg, d.dataset, d.data_split)
+    data_root = d.dataset if d.dataset else getattr(train_source, "base_dir", None)
+    codec = ChatCodec.for_data(
+        processing, data_root, allow_remote_images=d.allow_remote_images, allow_outside_paths=d.allow_outside_paths, schema_file=cfg.mask.schema
+    )
+    return MaskedDataset(train_source, codec, cfg.mask_config(), d.max_length)
+
+
+def setup_data(cfg: TrainConfig, processing: Any, train_source: Any = None, eval_source: Any = None) -> TrainData:
+    """Open the sources, build the codec and scan the training set (bad records refused
+    unless ``--skip-bad-lines``; an empty training or eval set is an error)."""
+    d = cfg.data
+    train_data = masked_train_data(cfg, processing, train_source)
+    codec, train_source = train_data.codec, train_data.source
+    scan = train_data.prescan(skip_bad_lines=d.skip_bad_lines)
+    if not len(train_data):
+        raise ValueError(f"--dataset {d.dataset or train_source.name}: no usable example")
+    eval_data = None
+    if eval_source is None and d.eval_dataset:
+        eval_source = _source(cfg, d.eval_dataset, d.eval_split)
+    if eval_source is not None:
+        eval_root = d.eval_dataset or getattr(eval_source, "base_dir", None)
+        eval_codec = ChatCodec.for_data(processing, eval_root, allow_remote_images=d.allow_remote_images, allow_outside_paths=d.allow_outside_paths)
+        # Every strategy is judged on the same tokens: the values (the whole reply when it is not JSON).
+        value_mask = MaskConfig(strategy="aggressive", train_on=cfg.mask.train_on)
+        eval_data = MaskedDataset(eval_source, eval_codec, value_mask, d.max_length)
+        eval_data.prescan(skip_bad_lines=True)
+        if not len(eval_data):
+            raise ValueError(f"--eval-dataset {d.eval_dataset or eval_source.name}: no usable example")
+    return TrainData(codec, train_data, eval_data, scan)
+
+
+def setup_model(cfg: TrainConfig, vision: bool, model: Any = None, trainable_token_ids: list[int] | None = None) -> Any:
     """Load the base model (unless given) and wrap it in a LoRA adapter unless full fine-tuning.
 
     ``trainable_token_ids`` (tokens added to the vocabulary, e.g. temporal tokens) get
     trainable embedding rows in the adapter (PEFT trainable tokens; an untied output
     layer gets the same rows), saved with it as full values.
     """
-    import torch
-    from transformers import set_seed
-
-    from model_garden.models import load_model
-
     if model is None:
-        model = load_model(cfg.base_model, vision=vision, dtype=torch.float32)
-    set_seed(cfg.seed)  # the adapter's initial weights depend only on the seed
-    if cfg.gradient_checkpointing:
+        model = load_model(cfg.model.base_model, vision=vision, dtype=base_dtype(cfg.model.dtype))
+    set_seed(cfg.optim.seed)  # the adapter's initial weights depend only on the seed
+    if cfg.model.gradient_checkpointing:
         model.config.use_cache = False
-    if cfg.full_finetune:
+    if cfg.model.full_finetune:
         return model
-    from peft import LoraConfig, get_peft_model
-
     indices: list[int] | dict[str, list[int]] | None = None
     if trainable_token_ids:
         indices = sorted(set(trainable_token_ids))
@@ -81,48 +163,125 @@ def build_model(cfg: TrainConfig, vision: bool, model: Any = None, trainable_tok
         if outputs is not None and outputs.weight is not inputs.weight:
             names = {id(m): n for n, m in model.named_modules()}
             indices = {names[id(inputs)]: indices, names[id(outputs)]: indices}
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_target or DEFAULT_LORA_TARGET,
+    lora = cfg.lora
+    adapter = LoraConfig(
+        r=lora.lora_r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=lora.lora_target or DEFAULT_LORA_TARGET,
         trainable_token_indices=indices,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
-    if cfg.gradient_checkpointing:
+    model = get_peft_model(model, adapter)
+    if cfg.model.gradient_checkpointing:
         model.enable_input_require_grads()
     return model
 
 
-def _check_family(processing: Any, vision: bool, base_model: str) -> None:
-    from model_garden.masking import is_processor
-
-    if vision and not is_processor(processing):
-        raise ValueError(f"--base-model {base_model} is a text model; use `model-garden train`")
-    if not vision and is_processor(processing):
-        raise ValueError(f"--base-model {base_model} is a vision-language model; use `model-garden train-vision`")
-
-
-def masked_train_data(cfg: TrainConfig, processing: Any, train_records: Any = None) -> Any:
-    """The training set as ``cfg`` masks it (a ``MaskedDataset``, not yet prescanned)."""
-    from model_garden.data.images import ImagePolicy
-    from model_garden.data.jsonl import JsonlDataset
-    from model_garden.training.data import MaskedDataset
-
-    policy = ImagePolicy(
-        base_dir=Path(cfg.dataset).parent if cfg.dataset else Path.cwd(),
-        allow_outside_paths=cfg.allow_outside_paths,
-        allow_remote=cfg.allow_remote_images,
+def training_arguments(cfg: TrainConfig, out: Path, evaluate: bool) -> TrainingArguments:
+    """transformers' arguments for this configuration."""
+    o, r = cfg.optim, cfg.run
+    checkpointing = cfg.model.gradient_checkpointing
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=o.batch_size,
+        per_device_eval_batch_size=o.batch_size,
+        gradient_accumulation_steps=o.grad_accum,
+        learning_rate=o.lr,
+        num_train_epochs=o.epochs,
+        max_steps=o.max_steps,
+        lr_scheduler_type=o.lr_scheduler,
+        warmup_steps=o.warmup_ratio,
+        weight_decay=o.weight_decay,
+        optim=o.optim,
+        max_grad_norm=o.max_grad_norm,
+        logging_steps=r.logging_steps,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=r.eval_steps,
+        save_strategy="steps",
+        save_steps=r.save_steps,
+        save_total_limit=r.save_total_limit,
+        seed=o.seed,
+        data_seed=o.seed,
+        bf16=_use_bf16(cfg.model.bf16),
+        report_to=[] if r.report_to in ("none", "tensorboard") else [r.report_to],
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if o.group_by_length else "random",
+        ddp_find_unused_parameters=False,
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=cfg.data.dataloader_workers,
+        activation_checkpointing=checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        use_cpu=not torch.cuda.is_available(),
     )
-    if train_records is None:
-        train_records = JsonlDataset(cfg.dataset, skip_bad_lines=True)
-    schema = None
-    if cfg.mask_strategy == "schema-forced":
-        from model_garden.data.schema import schema_for
 
-        schema = schema_for(cfg.dataset, None, cfg.schema)
-    return MaskedDataset(train_records, processing, cfg.mask_config(), cfg.max_length, policy, schema=schema)
+
+def setup_trainer(cfg: TrainConfig, model: Any, data: TrainData, out: Path, console: Console, callbacks: list | None) -> tuple[SelectiveLossSFTTrainer, SaveOnSignal]:
+    """The trainer with its callbacks (progress, JSONL log, TensorBoard, save on signal)."""
+    args = training_arguments(cfg, out, data.eval is not None)
+    signals = SaveOnSignal()
+    extra = [RichProgress(console), JsonlLog(out / "log.jsonl"), signals, *(callbacks or [])]
+    if cfg.run.report_to == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter  # tensorboard is imported only when used: it is slow to import
+
+        extra.append(TensorBoardCallback(SummaryWriter(log_dir=str(out / "logs"))))
+    trainer = SelectiveLossSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=StructuredOutputDataCollator(processing=data.codec.processing),
+        processing_class=data.codec.processing,
+        callbacks=extra,
+        structural_keep_prob=cfg.mask.structural_keep_prob,
+        structural_schedule=cfg.mask.schedule(),
+        loss_chunk_size=cfg.optim.loss_chunk_size,
+    )
+    trainer.remove_callback(PrinterCallback)  # the progress bar and log.jsonl replace raw dict printing
+    return trainer, signals
+
+
+def resume_point(cfg: TrainConfig, out: Path) -> str | None:
+    """The checkpoint ``--resume`` names (``latest``: the newest one), or None."""
+    if not cfg.run.resume:
+        return None
+    if cfg.run.resume != "latest":
+        return cfg.run.resume
+    found = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    if found is None:
+        raise FileNotFoundError(f"--resume latest: no checkpoint in {out / 'checkpoints'}")
+    return found
+
+
+def fit(trainer: SelectiveLossSFTTrainer, resume: str | None) -> tuple[Any, list, float]:
+    """Train; returns transformers' result, the starting eval point and the seconds taken."""
+    start_eval = []
+    if trainer.eval_dataset is not None and resume is None:
+        # The starting point of the eval curve (train() starts a fresh log history).
+        start_eval = [(0, trainer.evaluate()["eval_value_loss"])]
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    return result, start_eval, time.perf_counter() - start
+
+
+def save(cfg: TrainConfig, trainer: SelectiveLossSFTTrainer, processing: Any, out: Path) -> None:
+    """The adapter (or full weights), the tokenizer or processor, and ``--merge``'s copy.
+
+    The adapter names its base model by the name the user gave (for the embedded alias,
+    the public hub id), so the folder loads on other machines; the local path is kept in
+    ``metrics.json``."""
+    trainer.save_model(str(out))
+    processing.save_pretrained(str(out))
+    adapter_config = out / "adapter_config.json"
+    if adapter_config.is_file():
+        config = json.loads(adapter_config.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = public_name(cfg.model.base_model)
+        adapter_config.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    if cfg.run.merge and not cfg.model.full_finetune:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(out / "merged"))
+        processing.save_pretrained(str(out / "merged"))
 
 
 def train(
@@ -136,153 +295,50 @@ def train(
     eval_records: Any = None,
     trainable_token_ids: list[int] | None = None,
 ) -> TrainResult:
-    """Train as configured; see the module docstring for what lands in ``cfg.output``.
+    """Train as configured; see the module docstring for what lands in ``cfg.run.output``.
 
     Args:
         cfg: The resolved configuration.
         console: Where progress and tables go (stderr by default).
         callbacks: Extra ``TrainerCallback`` objects.
-        model: An already loaded base model to use instead of ``cfg.base_model`` (the
-            adapter is still added unless ``cfg.full_finetune``).
+        model: An already loaded base model to use instead of ``--base-model`` (the
+            adapter is still added unless ``--full-finetune``).
         processing: Its tokenizer or processor (required with ``model``).
-        train_records: Records to train on instead of ``cfg.dataset`` (a sequence of dicts
-            with ``messages``, e.g. ``VideoTemporalSFTDataset``).
-        eval_records: Likewise instead of ``cfg.eval_dataset``.
+        train_records: A ``SampleSource`` to train on instead of ``--dataset`` (e.g. a
+            ``VideoTemporalSFTDataset``).
+        eval_records: Likewise instead of ``--eval-dataset``.
         trainable_token_ids: Added tokens whose embedding rows the adapter trains.
     """
-    from transformers import PrinterCallback, TrainingArguments, set_seed
-    from transformers.integrations import TensorBoardCallback
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from model_garden.data.images import ImagePolicy
-    from model_garden.masking import MaskConfig, is_processor
-    from model_garden.masking.inspect import render_rich
-    from model_garden.models import is_vision_model, load_processing, resolve_model
-    from model_garden.training.callbacks import JsonlLog, RichProgress, SaveOnSignal
-    from model_garden.training.collate import StructuredOutputDataCollator
-    from model_garden.data.jsonl import JsonlDataset
-    from model_garden.training.data import MaskedDataset
-    from model_garden.training.trainer import SelectiveLossSFTTrainer
-
     console = console or Console(stderr=True)
-    if not cfg.dataset and train_records is None:
-        raise ValueError("--dataset is required")
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
-    set_seed(cfg.seed)
-
     if (model is None) != (processing is None):
         raise ValueError("pass both model and processing, or neither")
-    if processing is None:
-        vision = cfg.vision or is_vision_model(resolve_model(cfg.base_model))
-        processing = load_processing(cfg.base_model, vision=vision)
-    else:
-        vision = is_processor(processing)
-    _check_family(processing, cfg.vision, cfg.base_model)
-    train_data = masked_train_data(cfg, processing, train_records)
-    policy = train_data.policy
-    scan = train_data.prescan(skip_bad_lines=cfg.skip_bad_lines)
-    if not len(train_data):
-        raise ValueError(f"--dataset {cfg.dataset or 'records'}: no usable example")
-    stats = {**scan.stats.as_dict(), "skipped": scan.errors, "mask_fingerprint": scan.fingerprint}
+    set_seed(cfg.optim.seed)
+    loads_base = model is None
+    processing, vision = setup_processing(cfg, processing)
+    data = setup_data(cfg, processing, train_records, eval_records)
+    out = Path(cfg.run.output)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    scan = data.scan
+    stats = {**scan.stats.as_dict(), "skipped": scan.messages, "mask_fingerprint": scan.fingerprint}
     (out / "mask_stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
-    console.print(scan.stats.table(f"mask statistics · {Path(cfg.dataset or 'records').name} · {cfg.mask_strategy}"))
-    console.print(render_rich(processing, train_data[0], prompt_tail=12))
+    name = Path(cfg.data.dataset).name if cfg.data.dataset else data.train.source.name
+    console.print(scan.stats.table(f"mask statistics · {name} · {cfg.mask.mask_strategy}"))
+    console.print(render_rich(processing, data.train[0], prompt_tail=12))
     for warning in scan.stats.warnings():
         console.print(f"[yellow]warning:[/] {warning}")
     if scan.errors:
-        console.print(f"[yellow]warning:[/] skipped {len(scan.errors)} unusable line(s); see {out / 'mask_stats.json'}")
+        console.print(f"[yellow]warning:[/] skipped {len(scan.errors)} unusable record(s); see {out / 'mask_stats.json'}")
 
-    eval_data = None
-    if cfg.eval_dataset and eval_records is None:
-        eval_records = JsonlDataset(cfg.eval_dataset, skip_bad_lines=True)
-    if eval_records is not None:
-        # Every strategy is judged on the same tokens: the values (the whole reply when it is not JSON).
-        value_mask = MaskConfig(strategy="aggressive", train_on=cfg.train_on)
-        eval_base = Path(cfg.eval_dataset).parent if cfg.eval_dataset else policy.base_dir
-        eval_policy = ImagePolicy(eval_base, cfg.allow_outside_paths, cfg.allow_remote_images)
-        eval_data = MaskedDataset(eval_records, processing, value_mask, cfg.max_length, eval_policy)
-        eval_data.prescan(skip_bad_lines=True)
-
-    model = build_model(cfg, vision, model, trainable_token_ids)
-    report_to = [] if cfg.report_to in ("none", "tensorboard") else [cfg.report_to]
-    args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        optim=cfg.optim,
-        max_grad_norm=cfg.max_grad_norm,
-        logging_steps=cfg.logging_steps,
-        eval_strategy="steps" if eval_data is not None else "no",
-        eval_steps=cfg.eval_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        bf16=_use_bf16(cfg.bf16),
-        report_to=report_to,
-        remove_unused_columns=False,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        ddp_find_unused_parameters=False,
-        disable_tqdm=True,
-        include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=cfg.dataloader_workers,
-        activation_checkpointing=cfg.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        use_cpu=not __import__("torch").cuda.is_available(),
-    )
-    signals = SaveOnSignal()
-    extra = [RichProgress(console), JsonlLog(out / "log.jsonl"), signals, *(callbacks or [])]
-    if cfg.report_to == "tensorboard":
-        from torch.utils.tensorboard import SummaryWriter
-
-        extra.append(TensorBoardCallback(SummaryWriter(log_dir=str(out / "logs"))))
-    trainer = SelectiveLossSFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_data,
-        eval_dataset=eval_data,
-        data_collator=StructuredOutputDataCollator(processing=processing),
-        processing_class=processing,
-        callbacks=extra,
-        structural_keep_prob=cfg.structural_keep_prob,
-        structural_schedule=cfg.schedule(),
-        loss_chunk_size=cfg.loss_chunk_size,
-    )
-    trainer.remove_callback(PrinterCallback)  # the progress bar and log.jsonl replace raw dict printing
-    resume = None
-    if cfg.resume:
-        resume = get_last_checkpoint(str(out / "checkpoints")) if cfg.resume == "latest" else cfg.resume
-        if resume is None:
-            raise FileNotFoundError(f"--resume latest: no checkpoint in {out / 'checkpoints'}")
-    start_eval = []
-    if eval_data is not None and resume is None:
-        # The starting point of the eval curve (train() starts a fresh log history).
-        start_eval = [(0, trainer.evaluate()["eval_value_loss"])]
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
-    elapsed = time.perf_counter() - start
+    model = setup_model(cfg, vision, model, trainable_token_ids)
+    trainer, signals = setup_trainer(cfg, model, data, out, console, callbacks)
+    result, start_eval, elapsed = fit(trainer, resume_point(cfg, out))
     if signals.received is not None:
         last = get_last_checkpoint(str(out / "checkpoints"))
         console.print(f"[yellow]interrupted:[/] checkpoint saved at {last}; continue with --resume latest")
         return TrainResult(out, {"interrupted_at_step": trainer.state.global_step}, True)
-
-    trainer.save_model(str(out))
-    processing.save_pretrained(str(out))
-    if cfg.merge and not cfg.full_finetune:
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(out / "merged"))
-        processing.save_pretrained(str(out / "merged"))
-    history = [r for r in trainer.state.log_history]
+    save(cfg, trainer, processing, out)
+    history = trainer.state.log_history
     metrics = {
         "steps": trainer.state.global_step,
         "train_runtime_s": elapsed,
@@ -294,7 +350,10 @@ def train(
         "loss": [(r["step"], r["loss"]) for r in history if "loss" in r],
         "dropped_in_training": trainer.data_collator.dropped,
         "skipped_lines": len(scan.errors),
-        "bf16": args.bf16,
+        "bf16": trainer.args.bf16,
+        "base_model": cfg.model.base_model,
+        "base_model_path": str(Path(resolve_model(cfg.model.base_model)).resolve()) if loads_base else None,
+        "longest_reply_tokens": scan.longest_reply,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     console.print(f"[green]done:[/] {trainer.state.global_step} steps in {elapsed:.0f} s · saved to {out}")

@@ -4,47 +4,60 @@
 
 Precedence: dataclass defaults < ``--config FILE.yaml`` (keys of either config) < flags.
 
-Nothing heavy is imported here, so the CLI can build its flags from these fields.
-
 Try it: ``model-garden train-vtg --help`` lists them with their help texts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from model_garden.options import ConfigError, build, read_yaml
 from model_garden.training.config import TrainConfig, read_config_file
+from model_garden.vtg.dataset import VideoTemporalSFTDataset
+from model_garden.vtg.prompt_templates import load_templates
 
 VTG_CONFIG_FILE = "vtg_config.yaml"
 FRAME_LAYOUTS = ("video", "images")
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class VTGConfig:
-    """Options of ``model-garden train-vtg`` on top of ``train``'s (flag = field name with dashes)."""
+    """Options of ``model-garden train-vtg`` on top of ``train``'s (flag = field name with dashes).
 
-    annotations: str | None = _opt(None, "Training annotations: Charades-STA .txt (VID start end##query) or ActivityNet Captions .json")
-    video_dir: str | None = _opt(None, "Folder of VIDEO_ID.mp4 (.mkv, .webm, ...) files or VIDEO_ID/ frame folders")
-    durations: str | None = _opt(None, "Charades-STA durations CSV (id,length) of the training videos")
-    eval_annotations: str | None = _opt(None, "Evaluation annotations (same formats); their answer loss is logged")
-    eval_durations: str | None = _opt(None, "Durations CSV of the evaluation videos (default: --durations)")
-    use_temporal_tokens: bool = _opt(False, "Answer with <|box_start|><s><e><|box_end|> time-bin tokens instead of [start, end] seconds")
-    num_time_bins: int = _opt(100, "Temporal bins <0> ... <N-1> with --use-temporal-tokens")
-    num_frames: int = _opt(8, "Frames sampled uniformly per video")
-    random_templates: bool = _opt(True, "Vary the prompt template per sample (--no-random-templates: always the first)")
-    template_seed: int | None = _opt(None, "Seed of the per-sample template choice (default: --seed)")
-    prompt_template_file: str | None = _opt(None, "Text or YAML file of prompt templates with {query}, instead of the built-in ones")
-    frames_as: str = _opt("video", "video (one video input) | images (one image per frame, after its time)")
-    frame_fps: float | None = _opt(None, "Frame rate of VIDEO_ID/ frame folders (default: times from the file names)")
+    Attributes:
+        annotations: Training annotations: Charades-STA .txt (VID start end##query) or ActivityNet Captions .json.
+        video_dir: Folder of VIDEO_ID.mp4 (.mkv, .webm, ...) files or VIDEO_ID/ frame folders.
+        durations: Charades-STA durations CSV (id,length) of the training videos.
+        eval_annotations: Evaluation annotations (same formats); their answer loss is logged.
+        eval_durations: Durations CSV of the evaluation videos (default: --durations).
+        use_temporal_tokens: Answer with <|box_start|><s><e><|box_end|> time-bin tokens instead of [start, end] seconds.
+        num_time_bins: Temporal bins <0> ... <N-1> with --use-temporal-tokens.
+        num_frames: Frames sampled uniformly per video.
+        random_templates: Vary the prompt template per sample (--no-random-templates: always the first).
+        template_seed: Seed of the per-sample template choice (default: --seed).
+        prompt_template_file: Text or YAML file of prompt templates with {query}, instead of the built-in ones.
+        frames_as: video (one video input) | images (one image per frame, after its time).
+        frame_fps: Frame rate of VIDEO_ID/ frame folders (default: times from the file names).
+    """
+
+    annotations: str | None = None
+    video_dir: str | None = None
+    durations: str | None = None
+    eval_annotations: str | None = None
+    eval_durations: str | None = None
+    use_temporal_tokens: bool = False
+    num_time_bins: int = 100
+    num_frames: int = 8
+    random_templates: bool = True
+    template_seed: int | None = None
+    prompt_template_file: str | None = None
+    frames_as: str = "video"
+    frame_fps: float | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -55,13 +68,10 @@ class VTGConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(message)
 
     def dataset(self, annotations: str | Path, durations: str | Path | None, *, seed: int | None, random: bool) -> Any:
         """A ``VideoTemporalSFTDataset`` of an annotation file under these options."""
-        from model_garden.vtg.dataset import VideoTemporalSFTDataset
-        from model_garden.vtg.prompt_templates import load_templates
-
         if not self.video_dir:
             raise ValueError("--video-dir is required")
         return VideoTemporalSFTDataset(
@@ -87,22 +97,22 @@ class VTGConfig:
         """Read a ``vtg_config.yaml``.
 
         Raises:
-            ValueError: naming the file and an unknown key.
+            ConfigError: naming the file, line and option.
         """
-        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"{path}: unknown option {unknown[0]!r}")
-        return cls(**values)
+        values, lines = read_yaml(path)
+        return build(cls, {str(k): v for k, v in values.items()}, {str(k): f"{path} line {lines.get(str(k), '?')}: " for k in values})
 
 
 def load_vtg_config(path: str | Path | None, train_flags: dict[str, Any], vtg_flags: dict[str, Any]) -> tuple[TrainConfig, VTGConfig]:
-    """Defaults, then a YAML file holding options of both configs, then the flags given (not None).
+    """Defaults, then a YAML file holding options of both configs (flat or grouped, the
+    VTG ones under ``vtg:``), then the flags given (not None).
 
     Raises:
-        ValueError: naming the file and an unknown key, or the flag with a bad value.
+        ConfigError: naming the file, line and option, or the flag with a bad value.
     """
-    values = read_config_file(path, {"train": TrainConfig, "vtg": VTGConfig})
-    values["train"].update({k: v for k, v in train_flags.items() if v is not None})
-    values["vtg"].update({k: v for k, v in vtg_flags.items() if v is not None})
-    return TrainConfig(**values["train"]), VTGConfig(**values["vtg"])
+    values, where = read_config_file(path, {**TrainConfig.groups(), "vtg": VTGConfig})
+    values.update({k: v for k, v in {**train_flags, **vtg_flags}.items() if v is not None})
+    vtg_names = {f.name for f in dataclasses.fields(VTGConfig)}
+    vtg_values = {k: v for k, v in values.items() if k in vtg_names}
+    train_values = {k: v for k, v in values.items() if k not in vtg_names}
+    return TrainConfig.from_options(where, **train_values), build(VTGConfig, vtg_values, where)

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from model_garden.data.sample import Sample
 from model_garden.vtg.data import Moment, ReadReport, read_annotations
 from model_garden.vtg.prompt_templates import TemplateSelector, check_template
 from model_garden.vtg.temporal_tokens import span_to_tokens
@@ -139,6 +140,10 @@ class VideoTemporalSFTDataset:
         self.frames_as = frames_as
         self.frame_fps = frame_fps
         self.decimals = decimals
+        # What training and prediction read (a SampleSource): rows were checked on reading.
+        self.name = str(annotation_file)
+        self.base_dir = self.video_dir.resolve()
+        self.skipped: list = []
 
     def __len__(self) -> int:
         return len(self.moments)
@@ -218,6 +223,16 @@ class VideoTemporalSFTDataset:
             "where": moment.where,
             "processor_kwargs": processor_kwargs,
         }
+
+
+    def sample(self, idx: int) -> Sample:
+        """Sample ``idx`` as the codec reads it (messages, name, the clip's processor arguments)."""
+        item = self[idx]
+        return Sample(item["messages"], where=item["where"], line=idx + 1, processor_kwargs=item["processor_kwargs"])
+
+    def where(self, idx: int) -> str:
+        """The annotation row of sample ``idx``, for messages."""
+        return self.moments[idx].where
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Answer temporal grounding queries with a model: the engine of ``model-garden predict-vtg``.
 
 Every annotation row becomes the prompt it was trained with (``VideoTemporalSFTDataset``
-messages rendered by ``model_garden.masking.render_prompt``: the frames, the time
-instruction and the first template of the run's template set, no answer), and the reply is
-generated greedily in batches (``model_garden.inference.predict.generate_batch``). The
-output is JSONL, one line per row in annotation order, flushed batch by batch::
+samples: the frames, the time instruction and the first template of the run's template
+set, no answer), encoded by the model's ``ChatCodec`` and answered greedily in batches by
+the same loop as ``predict`` (``model_garden.inference.predict.predict_samples``). The
+output is JSONL, one line per row in annotation order::
 
     {"index": 0, "output": "<|box_start|><39><64><|box_end|>"}
 
@@ -24,11 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
+import os
 from pathlib import Path
 from typing import Any
 
-from model_garden.vtg.train import VTG_CONFIG_FILE, VTGConfig
+from model_garden.data.sample import Sample
+from model_garden.data.sources import SampleView
+from model_garden.inference.predict import hf_generator, load_for_inference, predict_samples
+from model_garden.masking.codec import ChatCodec
+from model_garden.models import is_processor
+from model_garden.vtg.config import VTG_CONFIG_FILE, VTGConfig
 
 
 def run_config(model: str | Path, video_dir: str | Path, num_frames: int | None = None) -> VTGConfig:
@@ -53,7 +58,7 @@ def predict_vtg(
     max_new_tokens: int = 32,
     num_frames: int | None = None,
 ) -> dict[str, Any]:
-    """Write one predicted answer per annotation row to ``out``.
+    """Write one predicted answer per annotation row to ``out`` (replaced when complete).
 
     Args:
         model: Training output folder, Hugging Face model folder or ``--base-model`` value.
@@ -67,50 +72,29 @@ def predict_vtg(
         num_frames: Frames per video, instead of the run's.
 
     Returns:
-        ``{"examples", "new_tokens", "seconds", "num_time_bins", "use_temporal_tokens"}``.
+        ``{"examples", "new_tokens", "seconds", "cut", "num_time_bins", "use_temporal_tokens"}``.
     """
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("--batch-size and --max-new-tokens must be at least 1")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from model_garden.inference.predict import generate_batch, load_for_inference
-    from model_garden.masking import is_processor, render_prompt
-
     vtg = run_config(model, video_dir, num_frames)
     # The first template, as evaluation papers prompt with one fixed phrasing.
     data = vtg.dataset(annotations, durations, seed=None, random=False)
-    n = min(len(data), limit) if limit is not None else len(data)
     net, processor = load_for_inference(model)
     if not is_processor(processor):
         raise ValueError(f"--model {model} is a text model; predict-vtg needs a video-language model")
+    codec = ChatCodec.for_data(processor, data.base_dir)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    columns = [TextColumn("predict-vtg"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    total_tokens, start = 0, time.perf_counter()
-    with out.open("w", encoding="utf-8") as fh, Progress(*columns) as progress:
-        task = progress.add_task("predict", total=n)
-        for lo in range(0, n, batch_size):
-            items = [data[i] for i in range(lo, min(lo + batch_size, n))]
-            prompts, images, videos, metadata = [], [], [], []
-            for item in items:
-                text, conv = render_prompt(processor, item["messages"], multimodal=True, example=item["where"])
-                prompts.append(text)
-                images.append(conv.images)
-                videos.append(conv.videos)
-                metadata += (item["processor_kwargs"] or {}).get("video_metadata", [])
-            kwargs = {"video_metadata": metadata} if metadata else None
-            replies = generate_batch(
-                net, processor, prompts, images=images, videos=videos, processor_kwargs=kwargs, max_new_tokens=max_new_tokens
-            )
-            for i, (reply, new_tokens) in enumerate(replies, start=lo):
-                fh.write(json.dumps({"index": i, "output": reply}, ensure_ascii=False) + "\n")
-                total_tokens += new_tokens
+    partial = out.with_name(out.name + ".partial")
+    with partial.open("w", encoding="utf-8") as fh:
+
+        def write(sample: Sample, reply: str, new_tokens: int) -> None:
+            fh.write(json.dumps({"index": sample.line - 1, "output": reply}, ensure_ascii=False) + "\n")
             fh.flush()
-            progress.update(task, advance=len(items))
-    return {
-        "examples": n,
-        "new_tokens": total_tokens,
-        "seconds": time.perf_counter() - start,
-        "num_time_bins": vtg.num_time_bins,
-        "use_temporal_tokens": vtg.use_temporal_tokens,
-    }
+
+        stats = predict_samples(
+            hf_generator(net, processor), codec, SampleView(data, limit), write,
+            batch_size=batch_size, max_new_tokens=max_new_tokens, label="predict-vtg",
+        )
+    os.replace(partial, out)
+    return {**stats, "num_time_bins": vtg.num_time_bins, "use_temporal_tokens": vtg.use_temporal_tokens}

@@ -32,10 +32,12 @@ from typing import Any
 
 from rich.console import Console
 
+from model_garden.models import is_processor, is_vision_model, load_model, load_processing, resolve_model
 from model_garden.training.config import TrainConfig
+from model_garden.training.run import train
 from model_garden.vtg.config import VTG_CONFIG_FILE, VTGConfig
 from model_garden.vtg.dataset import VideoTemporalSFTDataset
-from model_garden.vtg.temporal_tokens import BOX_END, BOX_START
+from model_garden.vtg.temporal_tokens import BOX_END, BOX_START, add_temporal_tokens
 
 
 def _check_videos(dataset: VideoTemporalSFTDataset, flag: str) -> None:
@@ -73,18 +75,13 @@ def train_vtg(
     Returns:
         ``model_garden.training.run.TrainResult``.
     """
-    from model_garden.masking import is_processor
-    from model_garden.models import is_vision_model, load_model, load_processing, resolve_model
-    from model_garden.training.run import train
-    from model_garden.vtg.temporal_tokens import add_temporal_tokens
-
     console = console or Console(stderr=True)
     if not vtg.annotations:
         raise ValueError("--annotations is required")
     if (model is None) != (processor is None):
         raise ValueError("pass both model and processor, or neither")
-    cfg = dataclasses.replace(cfg, vision=True)
-    seed = cfg.seed if vtg.template_seed is None else vtg.template_seed
+    cfg = cfg.replace(vision=True)
+    seed = cfg.optim.seed if vtg.template_seed is None else vtg.template_seed
     train_data = vtg.dataset(vtg.annotations, vtg.durations, seed=seed, random=vtg.random_templates)
     console.print(train_data.report.summary())
     _check_videos(train_data, "--annotations")
@@ -95,20 +92,20 @@ def train_vtg(
         _check_videos(eval_data, "--eval-annotations")
 
     if model is None:
-        path = resolve_model(cfg.base_model)
+        path = resolve_model(cfg.model.base_model)
         if not is_vision_model(path):
-            raise ValueError(f"--base-model {cfg.base_model} is a text model; train-vtg needs a video-language model (Qwen2-VL, Qwen2.5-VL)")
+            raise ValueError(f"--base-model {cfg.model.base_model} is a text model; train-vtg needs a video-language model (Qwen2-VL, Qwen2.5-VL)")
         # The adapter records where its base model is; an absolute path works from any folder.
         path = str(Path(path).resolve()) if Path(path).is_dir() else path
         processor, model = load_processing(path, vision=True), load_model(path, vision=True)
     if not is_processor(processor):
-        raise ValueError(f"--base-model {cfg.base_model}: train-vtg needs a vision-language processor, got {type(processor).__name__}")
+        raise ValueError(f"--base-model {cfg.model.base_model}: train-vtg needs a vision-language processor, got {type(processor).__name__}")
     added: list[int] = []
     if vtg.use_temporal_tokens:
         bins = add_temporal_tokens(processor, model, vtg.num_time_bins)
         boxes = processor.tokenizer.convert_tokens_to_ids([BOX_START, BOX_END])
         added = [*bins, *boxes]
-    out = Path(cfg.output)
+    out = Path(cfg.run.output)
     out.mkdir(parents=True, exist_ok=True)
     dataclasses.replace(vtg, template_seed=seed).save(out / VTG_CONFIG_FILE)
     return train(

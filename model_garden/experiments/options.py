@@ -1,0 +1,83 @@
+"""The options of ``model-garden compare`` and ``model-garden demo`` (their flags are
+generated from these fields; nothing heavy is imported here).
+
+Try it: ``model-garden compare --help``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from model_garden.masking.strategies import STRATEGIES
+
+DECODINGS = ("constrained", "free")
+
+
+@dataclass
+class CompareOptions:
+    """What to compare.
+
+    Attributes:
+        strategies: Mask strategies, comma-separated; the first is the baseline.
+        seeds: Seeds, comma-separated; one run per strategy and seed.
+        out: Output folder (runs, report.md, plots).
+        decodings: constrained and/or free decoding for the final evaluation.
+        predict_limit: Decode only the first N eval examples (default: all).
+        predict_batch_size: Prompts decoded together.
+        max_new_tokens: Generation budget per reply.
+        target_loss: Eval value loss a run must reach for "steps to target" (default: the best value the baseline reaches with the same seed).
+        report_only: Train and decode nothing: report the finished runs and list the missing ones.
+    """
+
+    strategies: list[str] = field(default_factory=lambda: ["none", "conservative", "moderate", "aggressive"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    out: str = "outputs/compare"
+    decodings: list[str] = field(default_factory=lambda: list(DECODINGS))
+    predict_limit: int | None = None
+    predict_batch_size: int = 8
+    max_new_tokens: int = 256
+    target_loss: float | None = None
+    report_only: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.strategies:
+            raise ValueError("--strategies must name at least one strategy")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"--strategies has duplicates: {self.strategies}")
+        for s in self.strategies:
+            if s not in STRATEGIES:
+                raise ValueError(f"--strategies: {s!r} is not one of {', '.join(STRATEGIES)}")
+        if not self.seeds:
+            raise ValueError("--seeds must name at least one seed")
+        for d in self.decodings:
+            if d not in DECODINGS:
+                raise ValueError(f"--decodings must be among {', '.join(DECODINGS)}; got {d!r}")
+        if self.predict_batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("--predict-batch-size and --max-new-tokens must be at least 1")
+
+
+@dataclass
+class DemoConfig:
+    """Size of the demo.
+
+    Attributes:
+        out: Output folder.
+        forms: Synthetic forms to generate (split 80/10/10).
+        strategy: The selective strategy compared with response-only loss.
+        max_steps: Optimizer steps per run.
+        batch_size: Examples per step.
+        eval_examples: Held-out forms decoded at the end.
+        seed: Seed of data, adapter initialisation and order.
+        base_model: The model to fine-tune (the embedded SmolLM2-135M by default).
+        max_new_tokens: Generation budget per decoded form.
+    """
+
+    out: str = "outputs/demo"
+    forms: int = 80
+    strategy: str = "aggressive"
+    max_steps: int = 20
+    batch_size: int = 2
+    eval_examples: int = 8
+    seed: int = 0
+    base_model: str = "smollm2-135m"
+    max_new_tokens: int = 320

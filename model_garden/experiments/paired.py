@@ -1,0 +1,78 @@
+"""Pair ``compare`` runs record by record: the same seed, the same eval records.
+
+A run (from ``compare.run_one``) carries, per decoding, the per-record table of its
+evaluation (``records``, see ``evaluation.metrics.score_records``, with each record's
+dataset ``line``). ``paired_eval`` stacks one metric's per-record (numerator,
+denominator) over the seeds both strategies ran, on the records every run scored, and
+bootstraps the difference; ``field_tests`` runs an exact McNemar test per field on the
+pooled (seed, record) pairs. McNemar takes the trained models as given: it asks whether
+the two disagree on records more one way than the other, not whether that would hold
+for other seeds (the bootstrap counts seeds), and its p-values are per field, not
+adjusted for the number of fields.
+
+Try it: see ``tests/test_stats.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from model_garden.evaluation.metrics import record_ratios
+from model_garden.experiments.stats import Difference, mcnemar, paired_bootstrap
+
+Run = dict[str, Any]
+
+
+def aligned(runs: list[Run], decoding: str) -> list[np.ndarray] | None:
+    """For each run, the row indexes of the eval records every run scored, in one order;
+    None when a run has no per-record outcomes (a report from before they existed)."""
+    tables = [(r.get("records") or {}).get(decoding) for r in runs]
+    if any(t is None for t in tables):
+        return None
+    lines = [list(t.get("line", range(len(t["json_valid"])))) for t in tables]
+    shared = set(lines[0]).intersection(*lines[1:])
+    common = [x for x in lines[0] if x in shared]
+    indexes = [{x: i for i, x in enumerate(ls)} for ls in lines]
+    return [np.array([index[x] for x in common], dtype=int) for index in indexes]
+
+
+def paired_eval(strategy_runs: list[Run], base_runs: list[Run], decoding: str, key: str) -> Difference | None:
+    """Hierarchical bootstrap of a decoded metric's difference over the seeds both ran
+    (``strategy_runs[k]`` and ``base_runs[k]`` share a seed); None without records."""
+    rows = aligned(strategy_runs + base_runs, decoding)
+    if rows is None or not len(rows[0]):
+        return None
+
+    def side(runs: list[Run], idx: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        ratios = [record_ratios(r["records"][decoding])[key] for r in runs]  # (num, den) per seed
+        return np.stack([num[i] for (num, _), i in zip(ratios, idx)]), np.stack([den[i] for (_, den), i in zip(ratios, idx)])
+
+    n = len(strategy_runs)
+    return paired_bootstrap(side(strategy_runs, rows[:n]), side(base_runs, rows[n:]))
+
+
+def _correct(run: Run, decoding: str, name: str) -> np.ndarray:
+    """A field's 0/1 outcome per record; NaN where the record's gold has no such field."""
+    table = run["records"][decoding]
+    return np.array(table["fields"].get(name, {}).get("correct", [None] * len(table["json_valid"])), dtype=float)
+
+
+def field_tests(strategy_runs: list[Run], base_runs: list[Run], decoding: str) -> dict[str, dict[str, Any]]:
+    """Per field of the baseline's golds: McNemar's ``b``, ``c``, ``p`` and the number of
+    (seed, record) ``pairs`` where both runs scored the field; {} without records."""
+    rows = aligned(strategy_runs + base_runs, decoding)
+    if rows is None:
+        return {}
+    n = len(strategy_runs)
+    fields = list(dict.fromkeys(f for r in base_runs for f in r["records"][decoding]["fields"]))
+    out = {}
+    for name in fields:
+        both = np.concatenate([
+            np.stack([_correct(mine, decoding, name)[ia], _correct(theirs, decoding, name)[ib]], axis=1)
+            for mine, theirs, ia, ib in zip(strategy_runs, base_runs, rows[:n], rows[n:])
+        ])
+        both = both[~np.isnan(both).any(axis=1)]
+        out[name] = mcnemar(both[:, 0], both[:, 1]) | {"pairs": int(len(both))}
+    return out

@@ -1,0 +1,96 @@
+"""Greedy generation with transformers from prompts a ``ChatCodec`` encoded.
+
+``generate_batch`` left-pads the prompts' ids (``masking.batch.pad_batch``, the function
+training batches go through), merges their image/video tensors, and decodes greedily,
+each row constrained to its JSON schema when one is given (``inference.constrained``).
+
+Threads: on a shared CPU, torch's default of one thread per core collapses when another
+job holds a core (measured: 0.6 tokens/s with 2 threads against 16 with 1 beside a
+training run). ``default_threads`` takes the cores the load average leaves free.
+
+Try it: ``python -m model_garden.inference.generate`` answers the bundled example.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList
+
+from model_garden.inference.constrained import json_schema_processor
+from model_garden.masking.batch import pad_batch
+from model_garden.models import text_tokenizer
+
+
+def default_threads() -> int:
+    """Cores not busy with other work (``cpu count - 1-minute load average``), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - round(os.getloadavg()[0]))
+
+
+def logit_width(model: Any) -> int:
+    """Number of logits the model produces per step (its output embedding rows)."""
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def generate_batch(
+    model: Any,
+    processing: Any,
+    prompts: list[dict[str, Any]],
+    *,
+    schemas: list[dict] | None = None,
+    max_new_tokens: int = 256,
+) -> list[tuple[str, int]]:
+    """Greedily generate one reply per prompt.
+
+    Args:
+        model: A causal LM or image-text-to-text model.
+        processing: Its tokenizer or processor.
+        prompts: Prompts as ``ChatCodec.encode_prompt`` returns them.
+        schemas: Per prompt, the JSON schema to constrain the reply to; ``None`` decodes
+            freely.
+        max_new_tokens: Generation budget per reply.
+
+    Returns:
+        Per prompt, ``(reply text without special tokens, tokens generated before EOS)``;
+        a count equal to ``max_new_tokens`` means the reply was cut.
+    """
+    tokenizer = text_tokenizer(processing)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = model.generation_config.eos_token_id
+    eos = tokenizer.eos_token_id if eos is None else eos
+    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    batch = pad_batch(prompts, int(pad), side="left")
+    processors = LogitsProcessorList()
+    if schemas is not None:
+        processors.append(json_schema_processor(processing, schemas, logit_width(model), len(prompts), eos_token_id=eos))
+    with torch.inference_mode():
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            logits_processor=processors,
+        )
+    replies = []
+    for row in out[:, batch["input_ids"].shape[1] :].tolist():
+        n = next((i for i, t in enumerate(row) if t in eos_ids), len(row))
+        replies.append((tokenizer.decode(row[:n], skip_special_tokens=True), n))
+    return replies
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    from model_garden.data.jsonl import JsonlDataset
+    from model_garden.masking.codec import ChatCodec
+    from model_garden.models import load_model, load_processing
+
+    bundled = Path(__file__).resolve().parent.parent / "assets" / "example.jsonl"
+    codec = ChatCodec.for_data(load_processing("smollm2-135m"), bundled)
+    sample = JsonlDataset(bundled).sample(0)
+    print(generate_batch(load_model("smollm2-135m"), codec.processing, [codec.encode_prompt(sample)], schemas=[codec.schema(sample)], max_new_tokens=64))
