@@ -10,6 +10,18 @@ it) is reported too; it does not depend on the machine's load.
 
 Run: ``.venv/bin/python benchmarks/bench_decode.py [--rounds 3] [--batch-size 1]``
 Goal: constrained decoding costs at most 10% more time per token on CPU.
+
+With ``--engine``, it times engines instead: each decodes the same prompt token ids
+(``--dataset``, default the bundled example), one sequence at a time, greedy and
+constrained by the same schema. Reported per engine: the tokens per second of whole
+``generate`` calls (prefill included, as a user sees them); the prefill time, from a call
+that makes one token; the decoding speed without it; and how many replies equal the
+``hf`` engine's. ONNX Runtime GenAI runs on exports of ``--model`` made for the run
+(``--quantize fp32 int4``). Both engines get ``--threads`` threads (default: the cores the
+load average leaves idle, as ``predict`` does).
+
+Run: ``.venv/bin/python benchmarks/bench_decode.py --engine hf onnxruntime-genai [--threads 1]``
+Goal: ONNX Runtime GenAI int4 at least 3x the ``hf`` engine's tokens/s on an idle CPU.
 """
 
 from __future__ import annotations
@@ -17,7 +29,9 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -26,7 +40,7 @@ from model_garden.cli.common import BUNDLED_EXAMPLE
 from model_garden.data.jsonl import JsonlDataset
 from model_garden.data.schema import schema_for
 from model_garden.inference.constrained import json_schema_processor
-from model_garden.inference.predict import logit_width
+from model_garden.inference.generate import logit_width
 from model_garden.masking import render_prompt
 from model_garden.models import load_model, load_processing
 
@@ -76,12 +90,80 @@ def decode_constrained(model, tokenizer, enc, schemas: list[dict], max_new_token
     return decode(model, enc, [timed], max_new_tokens, stop_at_eos=True), timed
 
 
+def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
+    """Tokens per second of each engine on the same prompts, constrained, one sequence;
+    the ONNX exports are written under ``tmp``."""
+    from model_garden.export import export
+    from model_garden.inference.engines import generate_ort
+    from model_garden.inference.generate import default_threads, generate_batch
+    from model_garden.inference.predict import load_for_inference
+    from model_garden.masking.codec import ChatCodec
+
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    model, tokenizer = load_for_inference(args.model)
+    codec = ChatCodec.for_data(tokenizer, args.dataset)
+    samples = list(JsonlDataset(args.dataset))[: args.limit]
+    prompts = [codec.encode_prompt(s) for s in samples]
+    ids = [p["input_ids"] for p in prompts]
+    schemas = [codec.schema(s) for s in samples]
+    engines = {}
+    if "hf" in args.engine:
+        engines["hf"] = lambda i, budget: generate_batch(model, tokenizer, [prompts[i]], schemas=[schemas[i]], max_new_tokens=budget)[0]
+    for precision in args.quantize if "onnxruntime-genai" in args.engine else ():
+        folder = export(args.model, tmp / precision, "onnx", quantize=precision)
+        engines[f"onnxruntime-genai {precision}"] = lambda i, budget, f=folder: generate_ort(
+            f, [ids[i]], [schemas[i]], budget, threads=threads)[0]
+
+    replies = {name: [run(i, args.max_new_tokens) for i in range(len(ids))] for name, run in engines.items()}  # warm-up
+    whole: dict[str, list[float]] = {name: [] for name in engines}
+    prefill: dict[str, list[float]] = {name: [] for name in engines}
+    decode: dict[str, list[float]] = {name: [] for name in engines}
+    names = list(engines)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # who goes first rotates
+            for i in range(len(ids)):
+                start = time.perf_counter()
+                engines[name](i, 1)
+                first = time.perf_counter() - start
+                start = time.perf_counter()
+                reply, n = engines[name](i, args.max_new_tokens)
+                seconds = time.perf_counter() - start
+                assert (reply, n) == replies[name][i], f"{name} is not deterministic on prompt {i}"
+                steps = n + (n < args.max_new_tokens)  # the EOS is a decoding step too
+                whole[name].append(steps / seconds)
+                prefill[name].append(first)
+                decode[name].append((steps - 1) / (seconds - first))
+    print(f"{args.model}, CPU, torch and ONNX Runtime threads: {threads}; {len(ids)} prompts (about {statistics.mean(map(len, ids)):.0f} tokens) "
+          f"x {args.rounds} rounds, batch 1, constrained greedy, up to {args.max_new_tokens} new tokens; medians")
+    hf = "hf" if "hf" in engines else None
+    print(f"{'engine':24} {'tokens/s':>9} {'vs hf':>6} {'prefill s':>10} {'decode tokens/s':>16} {'vs hf':>6}  same replies as hf")
+    for name in names:
+        speed, fast = statistics.median(whole[name]), statistics.median(decode[name])
+        ratio = f"{speed / statistics.median(whole[hf]):6.2f}" if hf else "     -"
+        decode_ratio = f"{fast / statistics.median(decode[hf]):6.2f}" if hf else "     -"
+        same = f"{sum(a == b for a, b in zip(replies[name], replies[hf]))}/{len(ids)}" if hf else "-"
+        print(f"{name:24} {speed:9.1f} {ratio} {statistics.median(prefill[name]):10.3f} {fast:16.1f} {decode_ratio}  {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating constrained/free rounds")
     parser.add_argument("--batch-size", type=int, default=1, help="prompts decoded together")
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--engine", nargs="+", choices=["hf", "onnxruntime-genai"],
+                        help="compare these engines' constrained tokens/s instead")
+    parser.add_argument("--quantize", nargs="+", choices=["fp32", "int4"], default=["fp32", "int4"],
+                        help="ONNX Runtime GenAI exports to time (with --engine)")
+    parser.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (with --engine); default: the idle cores")
+    parser.add_argument("--model", default="smollm2-135m", help="run or model to time (with --engine)")
+    parser.add_argument("--dataset", default=BUNDLED_EXAMPLE, help="prompts and schemas (with --engine); default the bundled example")
+    parser.add_argument("--limit", type=int, help="only the first N prompts (with --engine)")
     args = parser.parse_args()
+    if args.engine:
+        with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
+            compare_engines(args, Path(tmp))
+        return
 
     tokenizer, model = load_processing("smollm2-135m"), load_model("smollm2-135m").eval()
     data = JsonlDataset(BUNDLED_EXAMPLE)

@@ -121,12 +121,13 @@ def text_tokenizer(obj: Any) -> Any:
     return obj.tokenizer if is_processor(obj) else obj
 
 
-def resolve_model(spec: str | os.PathLike | None) -> str:
+def resolve_model(spec: str | os.PathLike | None, flag: str = "--base-model") -> str:
     """Turn a ``--base-model`` value into something ``from_pretrained`` can load.
 
     Args:
         spec: An alias, a ``.gguf`` file, a local directory or a hub id; ``None`` means
             the default embedded model.
+        flag: The option errors name (``--model`` for ``predict``).
 
     Returns:
         A local directory path, or the hub id unchanged.
@@ -138,17 +139,18 @@ def resolve_model(spec: str | os.PathLike | None) -> str:
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise FileNotFoundError(f"--base-model {spec}: no such GGUF file")
+            raise FileNotFoundError(f"{flag} {spec}: no such GGUF file")
         return str(_convert_gguf(path, path.stem.lower()))
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if not (path / "config.json").is_file() and ggufs:
             return str(_convert_gguf(ggufs[0], ggufs[0].stem.lower()))
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"--base-model {spec}: the directory has no config.json and no .gguf file")
+            raise FileNotFoundError(f"{flag} {spec}: the directory has no config.json and no .gguf file")
         return str(path)
-    if path.exists() or spec.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--base-model {spec}: not a directory or .gguf file")
+    if path.exists() or spec.startswith((".", "/", "~")) or (len(path.parts) > 1 and Path(path.parts[0]).is_dir()):
+        # A relative path whose first folder exists is a missing local folder, not a hub id.
+        raise FileNotFoundError(f"{flag} {spec}: not a folder or .gguf file")
     return spec  # a hub id
 
 
@@ -164,7 +166,10 @@ def public_name(spec: str | os.PathLike | None) -> str:
 
 def is_vision_model(path: str) -> bool:
     """Whether a resolved model is a vision-language model (it has a processor config)."""
-    config = transformers.AutoConfig.from_pretrained(path)
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+    except OSError as exc:  # a hub id without a network, or a folder without a config
+        raise FileNotFoundError(f"{path}: not a local model folder, and not loadable from the hub here ({str(exc).splitlines()[0]})") from None
     return any(hasattr(config, k) for k in ("vision_config", "vision_start_token_id")) or config.model_type in (
         "idefics3",
         "smolvlm",

@@ -10,7 +10,7 @@ Flag name = field name with dashes (``max_steps`` -> ``--max-steps``); field nam
 unique across the groups of a command, so flags stay flat while the YAML file may be
 flat or grouped (``optim: {lr: 1e-4}``).
 
-Try it: ``python -m model_garden.options`` prints the options of ``train`` by group.
+Try it: ``python -m model_garden.training.config`` prints the options of ``train`` by group.
 """
 
 from __future__ import annotations
@@ -163,11 +163,3 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     walk(node)
     return values, lines
 
-
-if __name__ == "__main__":
-    from model_garden.training.config import TrainConfig
-
-    for group, cls in TrainConfig.groups().items():
-        print(f"[{group}]")
-        for name, text in field_docs(cls).items():
-            print(f"  {flag(name):32} {text}")

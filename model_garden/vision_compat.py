@@ -54,6 +54,8 @@ def export_video_processor_mixin() -> None:
     module; without torchvision the name is not exported, so no processor with a video
     slot (Qwen2-VL, Qwen2.5-VL, SmolVLM) can be constructed, even with a valid one.
     """
+    # transformers' names are looked up when called, not when this module loads: the order
+    # in which its lazy auto modules are imported, relative to this export, matters.
     import transformers
 
     if not hasattr(transformers, "VideoProcessorMixin"):
@@ -204,6 +206,7 @@ def load_qwen_processor(path: str | Path) -> Any:
     Raises:
         ValueError: the folder holds no Qwen-VL model or processor.
     """
+    # Imported before export_video_processor_mixin() runs, as that export requires.
     import transformers
     from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -234,6 +237,7 @@ def load_vision_processor(path: str | Path) -> Any:
     The choice is made up front rather than on ``AutoProcessor``'s failure: that fails
     only after loading the 151k-token tokenizer, which would then be loaded twice.
     """
+    # Deferred like the imports above: the auto classes must load in this order.
     from transformers import AutoProcessor
     from transformers.utils import is_torchvision_available
 

@@ -11,7 +11,8 @@ command -v "$python_bin" >/dev/null || python_bin=python3
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+# The tests export to ONNX and decode with ONNX Runtime GenAI (the onnx extra, CPU wheels).
+[ "${1:-}" = "--dev" ] && extras="[dev,onnx]"
 # torch first and exact: pip takes the CPU build from local disk; anything looser pulls CUDA wheels.
 "${pip[@]}" torch==2.13.0
 "${pip[@]}" -e ".${extras}"

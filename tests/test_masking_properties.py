@@ -22,9 +22,11 @@ Run: ``python -m pytest tests/test_masking_properties.py -q``
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import re
 import unicodedata
+import unittest.mock
 
 import numpy as np
 import pytest
@@ -254,3 +256,20 @@ def test_json_spans_recover_the_document(doc, layout):
     assert sum(e - s for s, e, kind in spans if kind == "value_quote") == want["quotes"]
     assert sum(e - s for s, e, kind in spans if kind == "key_quote") == want["key_quotes"]
     assert set("".join(got["punct"])) <= set("{}[]:,")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(documents, min_size=1, max_size=6), layouts)
+def test_the_vectorised_lexer_agrees_with_the_regex_lexer(parts, layout):
+    """Long replies take the vectorised lexer; it must classify every character as the
+    per-token regex lexer does (documents of any length, layout and escapes)."""
+    lexer = importlib.import_module("model_garden.masking.json_spans")
+    doc = json.dumps(parts, **layout)
+    fast = lexer._lex_vectorised(doc)
+    if fast is None:  # escapes: the regex lexer's job
+        assert "\\" in doc
+        return
+    regex = np.empty(len(doc), dtype=np.uint8)
+    with unittest.mock.patch.object(lexer, "_VECTOR_MIN", 10**9):
+        assert lexer.classify(doc, regex)
+    assert fast.tolist() == regex.tolist(), doc

@@ -32,17 +32,6 @@ def _write_jsonl(path: Path, users: list) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
-    """A random 2-layer Llama over the SmolLM2 vocabulary, saved as a plain HF folder."""
-    from model_garden.testing.models import tiny_text_model
-
-    folder = tmp_path_factory.mktemp("tiny")
-    tiny_text_model(smollm2_tokenizer).save_pretrained(folder)
-    smollm2_tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def schema_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("schema") / "schema.json"
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
@@ -78,14 +67,14 @@ def test_lora_training_folder_predicts_like_its_base(tmp_path, smollm2_tokenizer
     assert [(p["output"], p["new_tokens"]) for p in preds] == expected
 
 
-def test_adapter_is_merged_into_its_base_folder(tmp_path, tiny_dir):
+def test_adapter_is_merged_into_its_base_folder(tmp_path, tiny_model_dir):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trained = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
-    trained.save_pretrained(tmp_path / "run")  # records tiny_dir as the base; no tokenizer saved here
+    trained.save_pretrained(tmp_path / "run")  # records tiny_model_dir as the base; no tokenizer saved here
     ids = torch.tensor([[1, 42, 7, 99]])
     with torch.inference_mode():
         want = trained(input_ids=ids).logits
@@ -95,34 +84,34 @@ def test_adapter_is_merged_into_its_base_folder(tmp_path, tiny_dir):
     assert len(tokenizer) == 49152  # the base folder's tokenizer
     with torch.inference_mode():
         torch.testing.assert_close(model(input_ids=ids).logits, want, rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(AutoModelForCausalLM.from_pretrained(tiny_dir)(input_ids=ids).logits, want, atol=1e-3)
+    assert not torch.allclose(AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits, want, atol=1e-3)
 
 
-def test_plain_model_folder_with_schema_file(tmp_path, tiny_dir, schema_file):
+def test_plain_model_folder_with_schema_file(tmp_path, tiny_model_dir, schema_file):
     data = _write_jsonl(tmp_path / "d.jsonl", ["a", "a much longer question than the first", "c"])
-    predict(tiny_dir, data, tmp_path / "p.jsonl", schema=schema_file, batch_size=2, max_new_tokens=10)
+    predict(tiny_model_dir, data, tmp_path / "p.jsonl", schema=schema_file, batch_size=2, max_new_tokens=10)
     preds = _lines(tmp_path / "p.jsonl")
     assert [p["line"] for p in preds] == [1, 2, 3]
     assert {p["output"] for p in preds} <= {'{"ok": true}', '{"ok": false}'}
     assert all(p["new_tokens"] < 10 for p in preds)  # the grammar ended each reply with EOS
 
 
-def test_unconstrained_needs_no_schema_but_constrained_does(tmp_path, tiny_dir):
+def test_unconstrained_needs_no_schema_but_constrained_does(tmp_path, tiny_model_dir):
     data = _write_jsonl(tmp_path / "d.jsonl", ["no schema here"])
     with pytest.raises(ValueError, match=r"d\.jsonl:1: no JSON schema .*--schema FILE.*--no-constrained"):
-        predict(tiny_dir, data, tmp_path / "p.jsonl", max_new_tokens=4)
-    predict(tiny_dir, data, tmp_path / "p.jsonl", constrained=False, max_new_tokens=4)
+        predict(tiny_model_dir, data, tmp_path / "p.jsonl", max_new_tokens=4)
+    predict(tiny_model_dir, data, tmp_path / "p.jsonl", constrained=False, max_new_tokens=4)
     (pred,) = _lines(tmp_path / "p.jsonl")
     assert pred["line"] == 1 and pred["constrained"] is False and pred["new_tokens"] <= 4
 
 
-def test_a_bad_record_stops_predict_before_decoding_and_keeps_earlier_output(tmp_path, tiny_dir, schema_file):
+def test_a_bad_record_stops_predict_before_decoding_and_keeps_earlier_output(tmp_path, tiny_model_dir, schema_file):
     image = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x.png"}}]
     data = _write_jsonl(tmp_path / "d.jsonl", ["a", "b", image])
     earlier = tmp_path / "p.jsonl"
     earlier.write_text("earlier results\n")
     with pytest.raises(Exception, match=r"nothing was decoded:\n  .*d\.jsonl:3.*text-only"):
-        predict(tiny_dir, data, earlier, schema=schema_file, batch_size=2, max_new_tokens=6)
+        predict(tiny_model_dir, data, earlier, schema=schema_file, batch_size=2, max_new_tokens=6)
     assert earlier.read_text() == "earlier results\n"
 
 
@@ -158,10 +147,10 @@ def test_qwen2_vl_with_images_and_padded_logits(tmp_path):
     assert all(n == 12 and (forced.startswith(text) or text.startswith(forced)) for text, n in replies), replies
 
 
-def test_cli(tmp_path, tiny_dir, schema_file):
+def test_cli(tmp_path, tiny_model_dir, schema_file):
     data = _write_jsonl(tmp_path / "d.jsonl", ["a", "b"])
     out = tmp_path / "p.jsonl"
-    args = ["predict", "--model", str(tiny_dir), "--dataset", str(data), "--out", str(out), "--max-new-tokens", "6"]
+    args = ["predict", "--model", str(tiny_model_dir), "--dataset", str(data), "--out", str(out), "--max-new-tokens", "6"]
     result = CliRunner().invoke(app, [*args, "--schema", str(schema_file), "--limit", "1", "--batch-size", "1"])
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and [p["line"] for p in _lines(out)] == [1]

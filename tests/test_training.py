@@ -32,17 +32,6 @@ def _example_lines(n: int) -> list[dict]:
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
-    """A tiny random Llama with SmolLM2's tokenizer and template, saved like a real model."""
-    from model_garden.testing import tiny_text_model
-
-    folder = tmp_path_factory.mktemp("tiny")
-    tiny_text_model(smollm2_tokenizer).save_pretrained(folder)
-    smollm2_tokenizer.save_pretrained(folder)
-    return folder
-
-
 def _dataset(tmp_path: Path, n: int) -> Path:
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _example_lines(n)), encoding="utf-8")
@@ -121,6 +110,7 @@ if torch.distributed.get_rank() == 0:
 """
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_two_process_ddp_equals_one_process(tmp_path, tiny_model_dir):
     data = _dataset(tmp_path, 4)

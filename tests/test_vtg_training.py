@@ -165,6 +165,7 @@ def _invoke(args: list[str]) -> str:
     return result.output
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("variant", ["seconds-as-images", "temporal-tokens-video"])
 def test_cli_train_predict_evaluate(tiny, corpus, tmp_path, variant):
     from model_garden.inference.predict import load_for_inference

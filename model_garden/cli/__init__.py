@@ -7,9 +7,11 @@ Run: ``model-garden --help`` (or ``python -m model_garden --help``).
 
 from __future__ import annotations
 
+import os
+
 import typer
 
-from model_garden.cli import data, evaluate, experiments, masks, predict, train, vtg
+from model_garden.cli import data, evaluate, experiments, export, masks, predict, train, vtg
 
 app = typer.Typer(
     name="model-garden",
@@ -22,11 +24,13 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks instead of one-line errors")) -> None:
     """Fine-tune language and vision-language models for structured output, with selective loss."""
+    if debug:
+        os.environ["MODEL_GARDEN_DEBUG"] = "1"
 
 
-for _stage in (masks, data, train, predict, evaluate, experiments, vtg):
+for _stage in (masks, data, train, predict, export, evaluate, experiments, vtg):
     _stage.register(app)
 
 

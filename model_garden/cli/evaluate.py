@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -24,6 +25,9 @@ def evaluate(
     out: Annotated[
         Optional[Path], typer.Option(help="JSON report path (metrics as fractions); default: PREDICTIONS with .report.json")
     ] = None,
+    ignore_dataset_mismatch: Annotated[
+        bool, typer.Option("--ignore-dataset-mismatch", help="Score predictions whose .meta.json names other data")
+    ] = False,
 ) -> None:
     """Print JSON and schema validity, field accuracy (all fields, and those whose gold
     is not null), CER, ANLS, hallucination and omission rates, and Donut's F1 and nTED
@@ -33,7 +37,10 @@ def evaluate(
     with user_errors():
         from model_garden.evaluation.report import evaluate_files, report_tables
 
-        report = evaluate_files(predictions, dataset, schema=schema, case_insensitive=case_insensitive, predicted_only=predicted_only)
+        report = evaluate_files(
+            predictions, dataset, schema=schema, case_insensitive=case_insensitive, predicted_only=predicted_only,
+            check_dataset=not ignore_dataset_mismatch,
+        )
         for table in report_tables(report):
             console.print(table)
         for key, what in (("missing_predictions", "no prediction"), ("unparseable", "output not one JSON object")):
@@ -42,7 +49,9 @@ def evaluate(
                 count = f"{len(report[key])} of {report['metrics']['n']} records"
                 err_console.print(f"[yellow]warning:[/] {what} for {count}, scored zero on every field (lines {lines})")
         out = out or predictions.with_suffix(".report.json")
-        out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        partial = out.with_name(out.name + ".partial")  # replaced whole or not at all
+        partial.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(partial, out)
         console.print(f"wrote {out}")
 
 

@@ -48,7 +48,7 @@ def inspect_masks(
         report.raise_errors("--limit to look at fewer records")
         shown = codec.encode_train(source.sample(index), cfg, max_length=max_length)
         console.rule(f"{source.where(index)} · strategy {mask_strategy}")
-        console.print(render_rich(codec.processing, shown))
+        console.print(render_rich(codec.processing, shown, marks=console.color_system is None))
         console.print(report.stats.table(f"mask statistics · {dataset.name} · {mask_strategy}"))
         for warning in report.stats.warnings():
             err_console.print(f"[yellow]warning:[/] {warning}")

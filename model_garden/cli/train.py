@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
-from model_garden.cli.common import console, user_errors
+from model_garden.cli.common import console, interrupted_exit, user_errors
 from model_garden.options import field_docs
 from model_garden.training.config import TrainConfig, load_config
 
@@ -66,7 +66,7 @@ def _make(vision: bool):
             cfg = load_config(config, {**kwargs, "vision": vision})
             result = train(cfg, console=console)
         if result.interrupted:
-            raise typer.Exit(130)
+            raise interrupted_exit(result.metrics.get("signal"))
 
     command.__signature__ = inspect.Signature([CONFIG_OPTION, *config_options(TrainConfig.groups(), _HIDDEN)])
     command.__doc__ = (

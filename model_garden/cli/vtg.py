@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from model_garden.cli.common import console, err_console, user_errors
+from model_garden.cli.common import console, err_console, interrupted_exit, user_errors
 from model_garden.cli.train import CONFIG_OPTION, config_options
 from model_garden.training.config import TrainConfig
 from model_garden.vtg.config import VTGConfig
@@ -46,7 +46,7 @@ def train_vtg(**kwargs: Any) -> None:
         cfg, vtg = load_vtg_config(config, train_flags, vtg_flags)
         result = run(cfg, vtg, console=console)
     if result.interrupted:
-        raise typer.Exit(130)
+        raise interrupted_exit(result.metrics.get("signal"))
 
 
 train_vtg.__signature__ = inspect.Signature([CONFIG_OPTION, *config_options({**TrainConfig.groups(), "vtg": VTGConfig}, _TRAIN_HIDDEN)])

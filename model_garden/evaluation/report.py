@@ -25,9 +25,23 @@ from typing import Any
 
 from rich.table import Table
 
-from model_garden.data.jsonl import DataError, Sample, iter_records
+from model_garden.data.jsonl import DataError, Sample
 from model_garden.data.schema import load_schema, schema_for
+from model_garden.data.sources import open_source
 from model_garden.evaluation.metrics import aggregate, score_records
+
+
+def _check_made_for(predictions: Path, source: Any) -> None:
+    """Refuse predictions whose ``.meta.json`` says they were made for other data."""
+    meta_path = predictions.with_name(predictions.name + ".meta.json")
+    if not meta_path.is_file():
+        return
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("dataset_fingerprint") not in (None, source.fingerprint()):
+        raise DataError(
+            f"--predictions {predictions} were made for {meta.get('dataset')}, whose content differs from --dataset {source.name} "
+            "(fingerprints differ); pass --ignore-dataset-mismatch to score them anyway"
+        )
 
 
 def _reject_constant(name: str) -> None:
@@ -92,6 +106,7 @@ def evaluate_files(
     schema: str | Path | None = None,
     case_insensitive: bool = False,
     predicted_only: bool = False,
+    check_dataset: bool = True,
 ) -> dict[str, Any]:
     """Score a predictions file against its dataset.
 
@@ -104,6 +119,8 @@ def evaluate_files(
         case_insensitive: Case-fold strings for the field metrics.
         predicted_only: Score only the records that have a prediction (after
             ``predict --limit``); by default a record without one scores as empty.
+        check_dataset: Refuse predictions whose ``.meta.json`` (written by ``predict``)
+            names another dataset: same length is not the same data.
 
     Returns:
         The report: the inputs, ``missing_predictions`` and ``unparseable`` (dataset line
@@ -116,11 +133,12 @@ def evaluate_files(
     """
     dataset = Path(dataset)
     outputs = read_predictions(predictions)
-    if not dataset.is_file():
-        raise FileNotFoundError(f"dataset {dataset} not found")
+    source = open_source(dataset)
+    if check_dataset:
+        _check_made_for(Path(predictions), source)
     explicit = load_schema(schema) if schema is not None else None
     missing, unparseable, preds, golds, schemas, lines = [], [], [], [], [], []
-    for record in iter_records(dataset):
+    for record in source:
         if predicted_only and record.line not in outputs:
             continue
         golds.append(_gold(record, f"{dataset}:{record.line}"))

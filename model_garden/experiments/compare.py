@@ -130,6 +130,8 @@ def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> d
     else:
         if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir()):
             run_cfg = run_cfg.replace(resume="latest")
+        elif folder.is_dir():  # a run that stopped before its first checkpoint: start it again
+            run_cfg = run_cfg.replace(overwrite=True)
         console.rule(f"{strategy} · seed {seed}")
         result = train(run_cfg, console=console)
         if result.interrupted:

@@ -25,9 +25,11 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+import torch
 from rich.table import Table
 
 from model_garden.experiments.paired import Run, field_tests, paired_eval
+from model_garden.experiments.plots import plot
 from model_garden.experiments.stats import BOOT_SEED, N_BOOT, interval, seed_difference, steps_to_convergence, verdict
 
 __all__ = ["interval", "markdown", "rich_table", "summarize", "write_report"]
@@ -179,8 +181,6 @@ def hardware() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    import torch
-
     return {"cpu": model, "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__}
 
 
@@ -324,8 +324,6 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def write_report(summary: dict[str, Any], out: Path) -> Path:
     """Write ``summary.json``, the plots and ``report.md``; return the report's path."""
-    from model_garden.experiments.plots import plot
-
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     plot(summary, out)
     path = out / "report.md"

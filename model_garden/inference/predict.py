@@ -61,7 +61,7 @@ def load_for_inference(spec: str | Path) -> tuple[Any, Any]:
     path = Path(spec).expanduser()
     adapter = path / "adapter_config.json"
     if not adapter.is_file():
-        resolved = resolve_model(spec)
+        resolved = resolve_model(spec, flag="--model")
         vision = is_vision_model(resolved)
         return load_model(resolved, vision=vision).eval(), load_processing(resolved, vision=vision)
     base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
@@ -192,6 +192,8 @@ def predict(
     threads: int | None = None,
     resume: bool = False,
     data_format: str = "auto",
+    allow_remote_images: bool = False,
+    allow_outside_paths: bool = False,
 ) -> dict[str, Any]:
     """Predict a reply for every record of a dataset and write them to ``out``.
 
@@ -208,6 +210,8 @@ def predict(
         threads: torch threads; default the cores not busy (``default_threads``).
         resume: Continue ``OUT.partial`` from its last complete line.
         data_format: ``--data-format`` of the dataset.
+        allow_remote_images: Fetch http(s) images.
+        allow_outside_paths: Allow image paths outside the dataset's folder.
 
     Returns:
         ``{"examples", "new_tokens", "seconds", "cut", "max_new_tokens", "threads"}``.
@@ -223,7 +227,7 @@ def predict(
         raise DataError(f"--dataset {dataset}: no record to predict")
     samples = SampleView(source, n)
     net, processing = load_for_inference(model)
-    codec = ChatCodec.for_data(processing, dataset)
+    codec = ChatCodec.for_data(processing, dataset, allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths)
     if isinstance(schema, dict):
         codec.dataset_schema = schema
     elif schema is not None:

@@ -22,36 +22,60 @@ _STYLE = {"trained": "bold black on green", "weighted": "black on yellow", "mask
 _CSS = {"trained": "#9be29b", "weighted": "#ffe08a", "masked": "#f4a6a6", "prompt": "#eeeeee"}
 
 
+def _state(label: int, weight: float, cls: int) -> str:
+    if label != -100:
+        return "trained" if weight >= 1.0 else "weighted"
+    return "prompt" if cls in (PROMPT, MEDIA) else "masked"
+
+
 def token_rows(processing: Any, ex: dict[str, Any]) -> list[tuple[str, str, str, float]]:
     """``(token text, class name, state, weight)`` per token; state is ``trained``,
-    ``weighted``, ``masked`` (in a reply but not trained) or ``prompt``."""
+    ``weighted``, ``masked`` (in a reply but not trained) or ``prompt``. A character
+    whose bytes are split across tokens (byte-level BPE) is one row, shown whole, with
+    the first token's class and state."""
     tok = text_tokenizer(processing)
     pieces = tok.convert_ids_to_tokens(ex["input_ids"])
     rows = []
-    for i, (piece, label, weight, cls) in enumerate(zip(pieces, ex["labels"], ex["loss_weights"], ex["token_classes"])):
-        text = tok.convert_tokens_to_string([piece]) if piece is not None else ""
-        if label != -100:
-            state = "trained" if weight >= 1.0 else "weighted"
-        else:
-            state = "prompt" if cls in (PROMPT, MEDIA) else "masked"
-        rows.append((text, TOKEN_CLASS_NAMES.get(int(cls), "?"), state, float(weight)))
+    i, n = 0, len(pieces)
+    while i < n:
+        j = i + 1
+        text = tok.convert_tokens_to_string([pieces[i]]) if pieces[i] is not None else ""
+        while text.endswith("\ufffd") and j < n and j - i < 4 and pieces[j] is not None:
+            joined = tok.convert_tokens_to_string(pieces[i : j + 1])
+            if joined.count("\ufffd") >= text.count("\ufffd"):
+                break
+            text, j = joined, j + 1
+        label, weight, cls = ex["labels"][i], float(ex["loss_weights"][i]), int(ex["token_classes"][i])
+        rows.extend([(text, TOKEN_CLASS_NAMES.get(cls, "?"), _state(label, weight, cls), weight)])
+        i = j
     return rows
 
 
-def render_rich(processing: Any, ex: dict[str, Any], *, prompt_tail: int = 40) -> Text:
-    """The example as coloured text; only the last ``prompt_tail`` prompt tokens before
-    the first reply are shown (system prompts and OCR dumps are long)."""
+# Without colours (piped output, NO_COLOR), states are brackets around each token.
+_MARKS = {"trained": ("[", "]"), "weighted": ("{", "}"), "masked": ("<", ">"), "prompt": ("", "")}
+
+
+def render_rich(processing: Any, ex: dict[str, Any], *, prompt_tail: int = 40, marks: bool = False) -> Text:
+    """The example as coloured text (or, with ``marks``, with each reply token in
+    brackets: ``[trained]``, ``{weighted}``, ``<masked>``); only the last ``prompt_tail``
+    prompt tokens before the first reply are shown (system prompts and OCR dumps are long)."""
     rows = token_rows(processing, ex)
     first = next((i for i, r in enumerate(rows) if r[2] != "prompt"), len(rows))
     out = Text()
     if first > prompt_tail:
         out.append(f"[... {first - prompt_tail} prompt tokens ...]", style="italic grey50")
     for text, _cls, state, _w in rows[max(0, first - prompt_tail) :]:
-        out.append(text.replace("\n", "⏎\n"), style=_STYLE[state])
-        out.append("\u200b")  # keeps token borders visible without changing the text
+        shown = text.replace("\n", "⏎\n")
+        if marks:
+            opening, closing = _MARKS[state]
+            out.append(f"{opening}{shown}{closing}")
+        else:
+            out.append(shown, style=_STYLE[state])
+            out.append("\u200b")  # keeps token borders visible without changing the text
     legend = Text("\nlegend: ")
     for state in ("trained", "weighted", "masked", "prompt"):
-        legend.append(f" {state} ", style=_STYLE[state])
+        opening, closing = _MARKS[state] if marks else ("", "")
+        legend.append(f" {opening}{state}{closing} ", style="" if marks else _STYLE[state])
         legend.append(" ")
     return out + legend
 

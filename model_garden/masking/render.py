@@ -168,9 +168,10 @@ def normalize(
             (conv.images if p["type"] == "image" else conv.videos).append(p["ref"])
             real.append({"type": p["type"]})
             sent.append({"type": p["type"]})
-        if content is None:  # a tool-call turn without text: the template sees no content
-            conv.messages.append(extra)
-            conv.sentinel_messages.append(dict(extra))
+        if content is None:  # a tool-call turn without text: empty content, which every template can read
+            empty: str | list = [] if multimodal else ""
+            conv.messages.append({**extra, "content": empty})
+            conv.sentinel_messages.append({**extra, "content": empty})
         elif multimodal:
             conv.messages.append({**extra, "content": real})
             conv.sentinel_messages.append({**extra, "content": sent})
@@ -231,6 +232,8 @@ def _compile(owner: Any, template: Any) -> Any:
     if not isinstance(template, str):
         return None
     try:
+        # A private transformers API, imported here so that its absence falls back to
+        # apply_chat_template like any other doubt below.
         from transformers.utils.chat_template_utils import _compile_jinja_template
 
         compiled = _compile_jinja_template(template)

@@ -9,7 +9,7 @@ Precedence: defaults < ``--config FILE.yaml`` < command-line flags.
     cfg = TrainConfig.from_options(dataset="train.jsonl", mask_strategy="moderate", max_steps=50)
     cfg.optim.max_steps, cfg.mask.mask_strategy       # 50, "moderate"
 
-Try it: ``python -m model_garden.options`` lists every option by group.
+Try it: ``python -m model_garden.training.config`` lists every option by group.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from typing import Any
 import yaml
 
 from model_garden.masking.strategies import MaskConfig, selective_strategy
-from model_garden.options import ConfigError, build, read_yaml
+from model_garden.options import ConfigError, build, field_docs, flag, read_yaml
 
 _SCHEDULE_RE = re.compile(r"^linear:(?P<start>[0-9.]+)->(?P<end>[0-9.]+)$")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+# Options that change nothing already trained: a resumed run may differ in these when
+# --allow-changes names them (training/run_folder.py).
+SAFE_TO_CHANGE = ("max_steps", "epochs", "save_steps", "save_total_limit", "eval_steps", "merge", "skip_bad_lines")
 
 
 def _require(checks: list[tuple[bool, str]]) -> None:
@@ -222,7 +225,9 @@ class RunOptions:
         eval_steps: Evaluate every N steps (with --eval-dataset).
         save_steps: Checkpoint every N steps.
         save_total_limit: Keep at most this many checkpoints.
-        resume: Resume: 'latest' or a checkpoint folder.
+        resume: Resume: 'latest' or a checkpoint folder; the options and data must match the run's.
+        overwrite: Replace the run already in --output (otherwise a non-empty --output is refused).
+        allow_changes: Options a resumed run may change, comma-separated (max_steps, epochs, save_steps, save_total_limit, eval_steps, merge, skip_bad_lines).
         report_to: tensorboard | wandb | none | ... (transformers integrations).
         merge: Also save the adapter merged into the base model (output/merged).
     """
@@ -233,6 +238,8 @@ class RunOptions:
     save_steps: int = 100
     save_total_limit: int = 2
     resume: str | None = None
+    overwrite: bool = False
+    allow_changes: list[str] = field(default_factory=list)
     report_to: str = "tensorboard"
     merge: bool = False
 
@@ -242,7 +249,12 @@ class RunOptions:
             (self.eval_steps >= 1, "--eval-steps must be >= 1"),
             (self.save_steps >= 1, "--save-steps must be >= 1"),
             (self.save_total_limit >= 1, "--save-total-limit must be >= 1"),
+            (not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; give one"),
         ])
+        self.allow_changes = [n.strip().replace("-", "_") for item in self.allow_changes for n in item.split(",") if n.strip()]
+        unknown = sorted(set(self.allow_changes) - set(SAFE_TO_CHANGE))
+        if unknown:
+            raise ConfigError(f"--allow-changes: {', '.join(unknown)} cannot change in a resumed run (only {', '.join(SAFE_TO_CHANGE)})")
 
 
 @dataclass
@@ -328,3 +340,10 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConf
     for name in given:
         where.pop(name, None)
     return TrainConfig.from_options(where, **values)
+
+
+if __name__ == "__main__":
+    for group, cls in TrainConfig.groups().items():
+        print(f"[{group}]")
+        for name, text in field_docs(cls).items():
+            print(f"  {flag(name):32} {text}")

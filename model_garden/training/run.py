@@ -21,6 +21,7 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from model_garden.models import is_processor, is_vision_model, load_model, load_
 from model_garden.training.callbacks import JsonlLog, RichProgress, SaveOnSignal
 from model_garden.training.collate import StructuredOutputDataCollator
 from model_garden.training.config import TrainConfig
+from model_garden.training import run_folder
 from model_garden.training.data import MaskedDataset
 from model_garden.training.trainer import SelectiveLossSFTTrainer
 
@@ -284,6 +286,21 @@ def save(cfg: TrainConfig, trainer: SelectiveLossSFTTrainer, processing: Any, ou
         processing.save_pretrained(str(out / "merged"))
 
 
+def _start(cfg: TrainConfig, data: TrainData, processing: Any, out: Path, console: Console) -> None:
+    """Write the run's configuration and mask statistics and show them."""
+    cfg.save(out / "config.yaml")
+    scan = data.scan
+    stats = {**scan.stats.as_dict(), "skipped": scan.messages, "mask_fingerprint": scan.fingerprint}
+    (out / "mask_stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
+    name = Path(cfg.data.dataset).name if cfg.data.dataset else data.train.source.name
+    console.print(scan.stats.table(f"mask statistics · {name} · {cfg.mask.mask_strategy}"))
+    console.print(render_rich(processing, data.train[0], prompt_tail=12))
+    for warning in scan.stats.warnings():
+        console.print(f"[yellow]warning:[/] {warning}")
+    if scan.errors:
+        console.print(f"[yellow]warning:[/] skipped {len(scan.errors)} unusable record(s); see {out / 'mask_stats.json'}")
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -294,6 +311,7 @@ def train(
     train_records: Any = None,
     eval_records: Any = None,
     trainable_token_ids: list[int] | None = None,
+    on_start: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """Train as configured; see the module docstring for what lands in ``cfg.run.output``.
 
@@ -308,6 +326,7 @@ def train(
             ``VideoTemporalSFTDataset``).
         eval_records: Likewise instead of ``--eval-dataset``.
         trainable_token_ids: Added tokens whose embedding rows the adapter trains.
+        on_start: Called with the output folder once it is this run's (to save more files).
     """
     console = console or Console(stderr=True)
     if (model is None) != (processing is None):
@@ -317,27 +336,27 @@ def train(
     processing, vision = setup_processing(cfg, processing)
     data = setup_data(cfg, processing, train_records, eval_records)
     out = Path(cfg.run.output)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
-    scan = data.scan
-    stats = {**scan.stats.as_dict(), "skipped": scan.messages, "mask_fingerprint": scan.fingerprint}
-    (out / "mask_stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
-    name = Path(cfg.data.dataset).name if cfg.data.dataset else data.train.source.name
-    console.print(scan.stats.table(f"mask statistics · {name} · {cfg.mask.mask_strategy}"))
-    console.print(render_rich(processing, data.train[0], prompt_tail=12))
-    for warning in scan.stats.warnings():
-        console.print(f"[yellow]warning:[/] {warning}")
-    if scan.errors:
-        console.print(f"[yellow]warning:[/] skipped {len(scan.errors)} unusable record(s); see {out / 'mask_stats.json'}")
-
-    model = setup_model(cfg, vision, model, trainable_token_ids)
-    trainer, signals = setup_trainer(cfg, model, data, out, console, callbacks)
-    result, start_eval, elapsed = fit(trainer, resume_point(cfg, out))
+    created = run_folder.claim(cfg)
+    try:  # until training starts, a failure leaves nothing behind
+        if cfg.run.resume:
+            for change in run_folder.check_resume(cfg, out, data.scan.fingerprint):
+                console.print(f"[yellow]resuming with a change:[/] {change}")
+        resume = resume_point(cfg, out)
+        model = setup_model(cfg, vision, model, trainable_token_ids)
+        trainer, signals = setup_trainer(cfg, model, data, out, console, callbacks)
+        _start(cfg, data, processing, out, console)
+        if on_start is not None:
+            on_start(out)
+    except BaseException:
+        run_folder.release(out, created)
+        raise
+    result, start_eval, elapsed = fit(trainer, resume)
     if signals.received is not None:
         last = get_last_checkpoint(str(out / "checkpoints"))
         console.print(f"[yellow]interrupted:[/] checkpoint saved at {last}; continue with --resume latest")
-        return TrainResult(out, {"interrupted_at_step": trainer.state.global_step}, True)
+        return TrainResult(out, {"interrupted_at_step": trainer.state.global_step, "signal": signals.received}, True)
     save(cfg, trainer, processing, out)
+    scan = data.scan
     history = trainer.state.log_history
     metrics = {
         "steps": trainer.state.global_step,

@@ -21,8 +21,8 @@ Each item's ``processor_kwargs`` (the clip's ``video_metadata`` from
     data = VideoTemporalSFTDataset("charades_sta_train.txt", "videos/", durations_file="Charades_v1_train.csv")
     batch = SFTCollator(processor, max_length=4096)([data[0], data[1]])
 
-Try it: ``python -m model_garden.vtg.collate`` collates two synthetic videos with the tiny
-Qwen2-VL and prints what is trained.
+Tested in ``tests/test_vtg_dataset.py``, which collates synthetic videos with a tiny
+Qwen2-VL and checks what is trained.
 """
 
 from __future__ import annotations
@@ -57,25 +57,3 @@ class SFTCollator(StructuredOutputDataCollator):
             pad_to_multiple_of=pad_to_multiple_of,
         )
 
-
-if __name__ == "__main__":
-    import tempfile
-    from pathlib import Path
-
-    from model_garden.testing import tiny_qwen2_vl
-    from model_garden.vtg.dataset import VideoTemporalSFTDataset
-    from model_garden.vtg.video import write_synthetic_video
-
-    folder = Path(tempfile.mkdtemp())
-    for name, seconds in (("AAAAA", 3.0), ("BBBBB", 4.0)):
-        write_synthetic_video(folder / f"{name}.mp4", seconds=seconds)
-    (folder / "ann.txt").write_text("AAAAA 0.5 2.0##a person opens a door.\nBBBBB 1.0 3.5##a person sits down.\n")
-    (folder / "durations.csv").write_text("id,length\nAAAAA,3.0\nBBBBB,4.0\n")
-    _, processor = tiny_qwen2_vl("2.5")
-    data = VideoTemporalSFTDataset(folder / "ann.txt", folder, durations_file=folder / "durations.csv", num_frames=4)
-    batch = SFTCollator(processor)([data[0], data[1]])
-    tokenizer = processor.tokenizer
-    for row, labels in zip(batch["input_ids"], batch["labels"]):
-        trained = [int(t) for t, label in zip(row, labels) if label != -100]
-        print(f"{len(row)} tokens, {len(trained)} trained: {tokenizer.decode(trained)!r}")
-    print("second_per_grid_ts", batch["second_per_grid_ts"].tolist())

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 QUERY_SLOT = "{query}"
 
 STANDARD_TEMPLATES: tuple[str, ...] = (
@@ -192,8 +194,6 @@ def _text_entries(text: str) -> list[tuple[int, str]]:
 
 
 def _yaml_entries(text: str, path: Path) -> list[tuple[int, str]]:
-    import yaml
-
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:

@@ -21,6 +21,9 @@ import math
 import sys
 from typing import Any
 
+import torch
+from tokenizers import AddedToken
+
 BOX_START, BOX_END = "<|box_start|>", "<|box_end|>"
 
 
@@ -89,8 +92,6 @@ def add_temporal_tokens(tokenizer_or_processor: Any, model: Any = None, num_bins
     """
     if num_bins < 1:
         raise ValueError(f"num_bins must be at least 1, got {num_bins}")
-    from tokenizers import AddedToken
-
     tokenizer = getattr(tokenizer_or_processor, "tokenizer", tokenizer_or_processor)
     vocab = tokenizer.get_vocab()
     known = len(tokenizer)
@@ -110,8 +111,6 @@ def _init_rows(tokenizer: Any, model: Any, known: int, tokens: list[str], added:
     """Grow the embeddings to the tokenizer and set the rows of the tokens that are new to
     the tokenizer or to the model; ``known`` is the tokenizer's size before, so padding
     rows past it do not enter the mean."""
-    import torch
-
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)

@@ -105,9 +105,6 @@ def train_vtg(
         bins = add_temporal_tokens(processor, model, vtg.num_time_bins)
         boxes = processor.tokenizer.convert_tokens_to_ids([BOX_START, BOX_END])
         added = [*bins, *boxes]
-    out = Path(cfg.run.output)
-    out.mkdir(parents=True, exist_ok=True)
-    dataclasses.replace(vtg, template_seed=seed).save(out / VTG_CONFIG_FILE)
     return train(
         cfg,
         console=console,
@@ -117,4 +114,5 @@ def train_vtg(
         train_records=train_data,
         eval_records=eval_data,
         trainable_token_ids=added,
+        on_start=lambda out: dataclasses.replace(vtg, template_seed=seed).save(out / VTG_CONFIG_FILE),
     )

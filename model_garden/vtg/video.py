@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -82,8 +83,6 @@ def _video_duration(container: Any, stream: Any, where: str) -> float:
 
 def video_duration(path: str | Path) -> float:
     """Length of a video file in seconds, from its header (nothing is decoded)."""
-    import av
-
     try:
         with av.open(str(path)) as container:
             return _video_duration(container, container.streams.video[0], str(path))
@@ -98,8 +97,6 @@ def read_video_frames(path: str | Path, num_frames: int = 8, *, as_numpy: bool =
         FileNotFoundError: the file does not exist.
         VideoError: it has no video stream or cannot be decoded.
     """
-    import av
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video {path} not found")
@@ -206,8 +203,6 @@ def synthetic_colour(t: float, seconds: float) -> tuple[int, int, int]:
 
 def write_synthetic_video(path: str | Path, seconds: float = 3.0, fps: int = 8, size: int = 64) -> Path:
     """Write an H.264 mp4 whose frame at time ``t`` is filled with ``synthetic_colour(t)``."""
-    import av
-
     path = Path(path)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)

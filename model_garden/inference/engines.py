@@ -1,0 +1,161 @@
+"""Greedy decoding of token-id prompts with an inference engine, the reply constrained by
+the same JSON-schema grammar as the ``hf`` engine.
+
+Every engine here runs llguidance inside. The schema goes in with ``JSON_OPTIONS`` as its
+``x-guidance`` options (:func:`model_garden.grammar.with_guidance`), which llguidance
+reads before any engine default, so the reply layout (``", "`` and ``": "``, one line)
+is the one training targets are written in, whichever engine decodes. Prompts are token
+ids (what ``ChatCodec`` renders), so every engine decodes exactly the same prompt.
+
+* ``onnxruntime-genai``: a folder from ``model-garden export RUN --format onnx``. One
+  sequence at a time: in ONNX Runtime GenAI a batch shares one grammar (one schema), and
+  padding is told from prompt by the pad token id, which for SmolLM2 is its end-of-turn
+  token.
+* ``vllm``: a merged folder (``--format merged``), guided JSON with vLLM's ``guidance``
+  backend. vLLM needs a supported GPU; it is imported only when used and has not been run
+  on the CPU-only machine this was written on.
+
+Try it: ``python -m model_garden.inference.engines ONNX_DIR`` decodes a short constrained
+reply with an exported model.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from model_garden.grammar import SchemaError, with_guidance
+
+Reply = tuple[str, int]  # reply text without special tokens, tokens generated before EOS
+
+
+@functools.lru_cache(maxsize=2)
+def _ort_model(model_dir: str, threads: int | None) -> tuple[Any, tuple[int, ...]]:
+    try:
+        import onnxruntime_genai as og
+    except ImportError:
+        raise ImportError("--engine onnxruntime-genai needs the onnx extra: pip install 'model-garden[onnx]'") from None
+    genai_config = Path(model_dir) / "genai_config.json"
+    if not genai_config.is_file():
+        raise FileNotFoundError(f"{model_dir}: no genai_config.json; make one with model-garden export RUN --format onnx")
+    config = og.Config(model_dir)
+    if threads is not None:
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+    eos = json.loads(genai_config.read_text(encoding="utf-8"))["model"]["eos_token_id"]
+    return og.Model(config), tuple(eos) if isinstance(eos, list) else (eos,)
+
+
+@functools.lru_cache(maxsize=4)
+def _hf_tokenizer(model_dir: str) -> Any:
+    from transformers import AutoTokenizer
+
+    # Decoding with the Hugging Face tokenizer gives the hf engine's text, byte for byte.
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def generate_ort(
+    model_dir: str | Path,
+    prompt_ids: list[list[int]],
+    schemas: list[dict] | None,
+    max_new_tokens: int,
+    *,
+    threads: int | None = None,
+) -> list[Reply]:
+    """Greedily decode each prompt with ONNX Runtime GenAI (CPU).
+
+    Args:
+        model_dir: A folder exported with ``--format onnx`` (``genai_config.json``, model,
+            tokenizer).
+        prompt_ids: Token ids of each prompt, ending with the assistant header.
+        schemas: Per prompt, the JSON schema its reply must follow (``None`` for the list
+            or an entry: decode freely).
+        max_new_tokens: Generation budget per reply.
+        threads: ONNX Runtime's intra-op threads; ``None`` keeps its default (one per
+            physical core). On a shared machine pass the idle cores
+            (``model_garden.inference.generate.default_threads``), as ``predict`` does
+            for torch.
+
+    Returns:
+        Per prompt, ``(reply text without special tokens, tokens generated before EOS)``.
+
+    Raises:
+        SchemaError: ONNX Runtime GenAI's llguidance cannot compile a schema.
+    """
+    import onnxruntime_genai as og
+
+    if schemas is not None and len(schemas) != len(prompt_ids):
+        raise ValueError(f"{len(schemas)} schemas for {len(prompt_ids)} prompts")
+    model, eos = _ort_model(str(model_dir), threads)
+    tokenizer = _hf_tokenizer(str(model_dir))
+    replies = []
+    for i, ids in enumerate(prompt_ids):
+        params = og.GeneratorParams(model)
+        # The KV cache is sized by max_length; the builder's default is the whole context.
+        params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=False, num_beams=1)
+        if schemas is not None and schemas[i] is not None:
+            params.set_guidance("json_schema", json.dumps(with_guidance(schemas[i]), ensure_ascii=False))
+        try:
+            generator = og.Generator(model, params)
+        except RuntimeError as exc:
+            if "grammar" in str(exc):
+                raise SchemaError(f"prompt {i}: the JSON schema cannot be enforced by constrained decoding: {exc}") from None
+            raise
+        generator.append_tokens([ids])
+        new: list[int] = []
+        while not generator.is_done() and len(new) < max_new_tokens:
+            generator.generate_next_token()
+            new.append(int(generator.get_next_tokens()[0]))
+        n = next((j for j, t in enumerate(new) if t in eos), len(new))
+        replies.append((tokenizer.decode(new[:n], skip_special_tokens=True), n))
+    return replies
+
+
+@functools.lru_cache(maxsize=1)
+def _vllm_engine(model_dir: str) -> Any:
+    try:
+        from vllm import LLM
+    except ImportError:
+        raise ImportError("--engine vllm needs vLLM (a supported GPU): pip install 'model-garden[vllm]'") from None
+    # Only the guidance backend reads the schema's x-guidance layout; no silent fallback.
+    return LLM(model=model_dir, structured_outputs_config={"backend": "guidance", "disable_fallback": True})
+
+
+def generate_vllm(model_dir: str | Path, prompt_ids: list[list[int]], schemas: list[dict] | None, max_new_tokens: int) -> list[Reply]:
+    """Greedily decode the prompts with vLLM (one batch), guided JSON with the ``guidance``
+    backend. Same arguments and result as :func:`generate_ort`; ``model_dir`` is a merged
+    export (``--format merged``). Untested here: vLLM needs a GPU this machine lacks."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if schemas is not None and len(schemas) != len(prompt_ids):
+        raise ValueError(f"{len(schemas)} schemas for {len(prompt_ids)} prompts")
+    llm = _vllm_engine(str(model_dir))
+    params = [
+        SamplingParams(
+            temperature=0.0,
+            max_tokens=max_new_tokens,
+            skip_special_tokens=True,
+            structured_outputs=None if schemas is None or schemas[i] is None else StructuredOutputsParams(json=with_guidance(schemas[i])),
+        )
+        for i in range(len(prompt_ids))
+    ]
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, use_tqdm=False)
+    replies = []
+    for out in outputs:
+        completion = out.outputs[0]
+        # A reply that ended on EOS lists it last (finish "stop" without a stop string).
+        ended_on_eos = completion.finish_reason == "stop" and completion.stop_reason is None
+        replies.append((completion.text, len(completion.token_ids) - int(ended_on_eos)))
+    return replies
+
+
+if __name__ == "__main__":
+    import sys
+
+    demo = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}
+    tok = _hf_tokenizer(sys.argv[1])
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Name a city as JSON."}], add_generation_prompt=True, tokenize=False)
+    print(generate_ort(sys.argv[1], [tok(prompt, add_special_tokens=False)["input_ids"]], [demo], 40, threads=1))

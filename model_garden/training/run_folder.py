@@ -1,0 +1,97 @@
+"""A run owns its output folder: no silent reuse, no resume of another run.
+
+* ``claim`` refuses a folder that already holds something unless ``--resume`` (continue
+  the run that is there) or ``--overwrite`` (replace it: allowed only for a folder that
+  holds a model-garden run, never for an arbitrary non-empty folder).
+* ``check_resume`` compares the saved ``config.yaml`` and mask fingerprint with the new
+  run's and refuses with the list of differences; options that cannot change what was
+  already trained (``SAFE_TO_CHANGE``, e.g. the number of steps) may differ when
+  ``--allow-changes`` names them, as Hugging Face Trainer lets ``max_steps`` grow.
+* ``release`` removes a folder this run created when it fails before training starts,
+  so a failed run leaves nothing behind.
+
+Try it: ``model-garden train --dataset model_garden/assets/example.jsonl --max-steps 1 --output /tmp/r``
+twice: the second is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from model_garden.options import ConfigError, flag
+from model_garden.training.config import SAFE_TO_CHANGE, TrainConfig
+# Bookkeeping: never compared.
+_IGNORED = frozenset({"resume", "overwrite", "allow_changes", "output", "report_to", "logging_steps", "dataloader_workers"})
+RUN_MARKERS = ("config.yaml", "mask_stats.json", "checkpoints", "adapter_config.json", "metrics.json")
+
+
+def claim(cfg: TrainConfig) -> bool:
+    """Make the output folder this run's; True when it was created here (see ``release``).
+
+    Raises:
+        ConfigError: the folder is a file, holds another run (without ``--resume`` or
+            ``--overwrite``), or is a non-empty folder that holds no run.
+    """
+    out = Path(cfg.run.output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output {out} is a file; give a folder")
+    if not out.exists():
+        out.mkdir(parents=True)
+        return True
+    contents = [p.name for p in out.iterdir()]
+    is_run = any(name in contents for name in RUN_MARKERS)
+    if not contents or cfg.run.resume:
+        return False
+    if cfg.run.overwrite and is_run:
+        for item in out.iterdir():
+            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        return False
+    if is_run:
+        raise ConfigError(
+            f"--output {out} already holds a run; pass --resume latest to continue it, --overwrite to replace it, or choose another --output"
+        )
+    raise ConfigError(f"--output {out} is not empty and holds no model-garden run ({', '.join(sorted(contents)[:5])}); choose an empty or new folder")
+
+
+def release(out: Path, created: bool) -> None:
+    """Remove the output folder of a run that failed before training started, if this
+    run created it (a folder the user had is never removed)."""
+    if created and out.is_dir():
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: (saved.get(k), v) for k, v in now.items() if k not in _IGNORED and k in saved and saved[k] != v}
+
+
+def check_resume(cfg: TrainConfig, out: Path, fingerprint: str) -> list[str]:
+    """Refuse to resume a run whose options or data differ from the saved ones; returns
+    the allowed changes (for a warning).
+
+    Raises:
+        ConfigError: listing the differences and the flag that would allow the safe ones.
+    """
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        raise ConfigError(f"--resume: {out} holds no config.yaml, so there is no run to continue")
+    saved_groups = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    saved = {k: v for group in saved_groups.values() if isinstance(group, dict) for k, v in group.items()}
+    diffs = _differences(saved, cfg.flat())
+    stats_path = out / "mask_stats.json"
+    if stats_path.is_file():
+        before = json.loads(stats_path.read_text(encoding="utf-8")).get("mask_fingerprint")
+        if before and before != fingerprint:
+            diffs["training data (mask fingerprint)"] = (before[:12], fingerprint[:12])
+    allowed = set(cfg.run.allow_changes)
+    refused = {k: v for k, v in diffs.items() if k not in allowed or k not in SAFE_TO_CHANGE}
+    if refused:
+        listed = "; ".join(f"{flag(k) if not k.startswith('training') else k}: {a!r} then, {b!r} now" for k, (a, b) in refused.items())
+        safe = sorted(k for k in refused if k in SAFE_TO_CHANGE)
+        hint = f" (--allow-changes {','.join(safe)} accepts {'that' if len(safe) == 1 else 'those'})" if safe else ""
+        raise ConfigError(f"--resume: this run differs from the one in {out}: {listed}{hint}; use a new --output for a different run")
+    return [f"{flag(k)}: {a!r} -> {b!r}" for k, (a, b) in diffs.items()]

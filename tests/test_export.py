@@ -1,0 +1,251 @@
+"""``export`` and the inference engines: a merged export reloads with plain transformers and
+decodes like the adapter run; ONNX Runtime GenAI decodes an ONNX export like the ``hf``
+engine under the same schema; GGUF through llama.cpp's converter round-trips; vLLM where it
+imports.
+
+Run: ``.venv/bin/python -m pytest tests/test_export.py -q``
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from model_garden import jsonfmt
+from model_garden.cli import app
+from model_garden.export import export
+from model_garden.grammar import JSON_OPTIONS, SchemaError
+
+# Every path through this schema is short, so even a random model finishes its reply.
+SCHEMA = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 99}},
+    "required": ["ok", "n"],
+    "additionalProperties": False,
+}
+QUESTIONS = ["Is it ok?", "Give a number and say whether it is ok, as JSON."]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """A LoRA training folder over a random 2-layer Llama (SmolLM2 vocabulary): the adapter
+    changes the output, the tokenizer sits beside it, config.yaml names a dataset whose
+    schema.json lies beside it."""
+    from peft import LoraConfig, get_peft_model
+
+    from model_garden.testing.models import tiny_text_model
+
+    root = tmp_path_factory.mktemp("export")
+    base = root / "base"
+    tiny_text_model(smollm2_tokenizer).save_pretrained(base)
+    smollm2_tokenizer.save_pretrained(base)
+    data = root / "data"
+    data.mkdir()
+    (data / "schema.json").write_text(json.dumps(SCHEMA), encoding="utf-8")
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": '{"ok": true, "n": 1}'}]} for q in QUESTIONS]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    run = root / "run"
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    get_peft_model(tiny_text_model(smollm2_tokenizer), lora).save_pretrained(run)
+    config = json.loads((run / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(base)
+    (run / "adapter_config.json").write_text(json.dumps(config))
+    smollm2_tokenizer.save_pretrained(run)
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": str(data / "train.jsonl")}, "mask": {"mask_strategy": "none"}}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def prompt_ids(smollm2_tokenizer) -> list[list[int]]:
+    chats = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    texts = [smollm2_tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+    return [smollm2_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _greedy(model, ids: list[int], steps: int) -> list[int]:
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=2)
+    return out[0, len(ids):].tolist()
+
+
+def _hf_constrained(model, tokenizer, ids: list[int], schema: dict, steps: int) -> tuple[str, int]:
+    """The hf engine's reply (``generate_batch``, what ``predict`` runs)."""
+    from model_garden.inference.generate import generate_batch
+
+    return generate_batch(model, tokenizer, [{"input_ids": ids}], schemas=[schema], max_new_tokens=steps)[0]
+
+
+@pytest.fixture(scope="module")
+def merged_fp32(run_dir, tmp_path_factory) -> Path:
+    return export(run_dir, tmp_path_factory.mktemp("out") / "merged", "merged", dtype="float32")
+
+
+def test_merged_export_loads_with_plain_transformers_and_decodes_like_the_adapter(run_dir, merged_fp32, prompt_ids):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), run_dir).eval()
+    merged = AutoModelForCausalLM.from_pretrained(merged_fp32).eval()
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    for ids in prompt_ids:
+        want = _greedy(adapter, ids, 16)
+        assert _greedy(merged, ids, 16) == want
+        # The adapter matters: the base alone says something else.
+        assert _greedy(AutoModelForCausalLM.from_pretrained(base).eval(), ids, 16) != want
+    assert len(AutoTokenizer.from_pretrained(merged_fp32)) == 49152
+    shipped = json.loads((merged_fp32 / "schema.json").read_text())
+    assert shipped == {**SCHEMA, "x-guidance": JSON_OPTIONS}
+
+
+def test_merged_export_default_dtype_is_bfloat16(run_dir, tmp_path):
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    out = export(run_dir, tmp_path / "bf16")
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.bfloat16
+
+
+def test_vision_model_exports_merged_with_its_processor_and_only_merged(tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from model_garden.testing.models import tiny_idefics3
+
+    model, processor = tiny_idefics3()
+    model.save_pretrained(tmp_path / "vlm")
+    processor.save_pretrained(tmp_path / "vlm")
+    out = export(tmp_path / "vlm", tmp_path / "merged", dtype="float32")
+    loaded = AutoModelForImageTextToText.from_pretrained(out)
+    assert type(loaded) is type(model)
+    for (name, want), (_, got) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(got, want), name
+    assert (out / "processor_config.json").is_file() or (out / "preprocessor_config.json").is_file()
+    with pytest.raises(ValueError, match="--format onnx exports text models only"):
+        export(tmp_path / "vlm", tmp_path / "onnx", "onnx")
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_the_schema_is_found_as_training_found_it(tmp_path):
+    from model_garden.data.schema import embed_schema
+    from model_garden.export import run_schema
+
+    data = tmp_path / "d.jsonl"
+    row = {"messages": [{"role": "user", "content": f"Read this.\n{embed_schema(SCHEMA)}"}, {"role": "assistant", "content": "{}"}]}
+    data.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": str(data)}}))
+    assert run_schema(run) == SCHEMA  # the one the first record's prompt carries
+    forced = tmp_path / "forced.json"
+    forced.write_text(json.dumps({**SCHEMA, "required": ["ok"]}), encoding="utf-8")
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": str(data)}, "mask": {"schema": str(forced)}}))
+    assert run_schema(run)["required"] == ["ok"]  # schema-forced's file wins
+    assert run_schema(tmp_path / "elsewhere") is None and run_schema(run, explicit=forced)["required"] == ["ok"]
+
+
+def test_flags_and_folders_are_checked_before_any_work(run_dir, tmp_path):
+    cases = [
+        (dict(format="tflite"), "--format tflite"),
+        (dict(format="merged", quantize="int4"), "--quantize applies to --format onnx"),
+        (dict(format="onnx", dtype="float16"), "--dtype does not apply to --format onnx"),
+        (dict(format="onnx", quantize="q8_0"), "--quantize q8_0: --format onnx takes int4 or fp32"),
+        (dict(format="gguf", quantize="int4"), "--quantize int4: --format gguf takes q8_0"),
+        (dict(format="gguf", dtype="float16", quantize="q8_0"), "not both"),
+        (dict(dtype="fp8"), "--dtype fp8"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            export(run_dir, tmp_path / "x", **kwargs)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").touch()
+    with pytest.raises(ValueError, match="--out .*full is not an empty folder"):
+        export(run_dir, tmp_path / "full")
+    lost = tmp_path / "lost"
+    lost.mkdir()
+    (lost / "config.yaml").write_text(yaml.safe_dump({"data": {"dataset": str(tmp_path / "gone.jsonl")}}))
+    with pytest.raises(FileNotFoundError, match=r"names the dataset .*gone\.jsonl.*--schema FILE"):
+        export(lost, tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_cli_export(run_dir, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "m"), "--dtype", "float16"])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and (tmp_path / "m" / "schema.json").is_file()
+    result = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "o"), "--format", "onnx", "--quantize", "int8"])
+    assert result.exit_code == 2 and "--quantize int8" in result.output
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32(run_dir, tmp_path_factory) -> Path:
+    return export(run_dir, tmp_path_factory.mktemp("out") / "onnx", "onnx", quantize="fp32")
+
+
+def test_onnx_runtime_genai_decodes_like_hf_under_the_same_schema(onnx_fp32, merged_fp32, prompt_ids, smollm2_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from model_garden.inference.engines import generate_ort
+
+    assert {"genai_config.json", "model.onnx", "schema.json", "tokenizer.json"} <= {p.name for p in onnx_fp32.iterdir()}
+    schema = json.loads((onnx_fp32 / "schema.json").read_text())
+    merged = AutoModelForCausalLM.from_pretrained(merged_fp32).eval()
+    want = [_hf_constrained(merged, smollm2_tokenizer, ids, SCHEMA, 24) for ids in prompt_ids]
+    got = generate_ort(onnx_fp32, prompt_ids, [schema] * len(prompt_ids), 24, threads=1)
+    assert got == want
+    for reply, n in got:
+        assert n < 24 and reply == jsonfmt.dumps(json.loads(reply))  # ended, in the trained layout
+        jsonschema.validate(json.loads(reply), SCHEMA)
+    free = generate_ort(onnx_fp32, prompt_ids[:1], None, 5, threads=1)
+    assert free[0][1] <= 5
+
+
+def test_onnx_runtime_genai_refuses_a_schema_it_cannot_enforce(onnx_fp32, prompt_ids):
+    from model_garden.inference.engines import generate_ort
+
+    with pytest.raises(SchemaError, match="prompt 0: .*cannot be enforced"):
+        generate_ort(onnx_fp32, prompt_ids[:1], [{"type": "object", "not": {"type": "null"}}], 4)
+
+
+def test_onnx_int4_export_decodes_valid_json(run_dir, tmp_path, prompt_ids):
+    from model_garden.inference.engines import generate_ort
+
+    out = export(run_dir, tmp_path / "int4", "onnx")
+    # At fp32 the embedding and the output layer (49152x64 each) take 25 MB.
+    assert sum(p.stat().st_size for p in out.iterdir()) < 20e6
+    for reply, n in generate_ort(out, prompt_ids, [SCHEMA] * len(prompt_ids), 24, threads=1):
+        jsonschema.validate(json.loads(reply), SCHEMA)
+
+
+@pytest.mark.slow
+def test_gguf_export_round_trips_through_llama_cpp_converter(run_dir, merged_fp32, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = export(run_dir, tmp_path / "gguf", "gguf", dtype="float32")
+    assert sorted(p.name for p in out.iterdir()) == ["model-f32.gguf", "schema.json"]
+    ids = torch.tensor([[1, 42, 7, 99, 1000]])
+    loaded = AutoModelForCausalLM.from_pretrained(out, gguf_file="model-f32.gguf", dtype="float32").eval()
+    with torch.inference_mode():
+        want = AutoModelForCausalLM.from_pretrained(merged_fp32).eval()(input_ids=ids).logits
+        torch.testing.assert_close(loaded(input_ids=ids).logits, want, rtol=1e-4, atol=1e-4)
+
+
+def test_vllm_decodes_like_hf_under_the_same_schema(merged_fp32, prompt_ids, smollm2_tokenizer):
+    pytest.importorskip("vllm")  # needs a GPU; not run on the CPU-only reference machine
+    from transformers import AutoModelForCausalLM
+
+    from model_garden.inference.engines import generate_vllm
+
+    merged = AutoModelForCausalLM.from_pretrained(merged_fp32).eval()
+    want = [_hf_constrained(merged, smollm2_tokenizer, ids, SCHEMA, 24) for ids in prompt_ids]
+    assert generate_vllm(merged_fp32, prompt_ids, [SCHEMA] * len(prompt_ids), 24) == want
