@@ -210,6 +210,23 @@ def test_onnx_runtime_genai_decodes_like_hf_under_the_same_schema(onnx_fp32, mer
     assert free[0][1] <= 5
 
 
+def test_predict_engines_give_the_same_predictions(run_dir, onnx_fp32, tmp_path):
+    """``predict --engine onnxruntime-genai`` on the export and ``--engine hf`` on the run:
+    the same prompts (the codec's ids), the same schema, the same replies."""
+    from model_garden.inference.predict import predict
+
+    data = Path(yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["dataset"])
+    outputs = {}
+    for engine, model in (("hf", run_dir), ("onnxruntime-genai", onnx_fp32)):
+        out = tmp_path / f"{engine}.jsonl"
+        stats = predict(model, data, out, engine=engine, max_new_tokens=24, batch_size=2)
+        assert stats["examples"] == 2 and json.loads(Path(f"{out}.meta.json").read_text())["engine"] == engine
+        outputs[engine] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert outputs["hf"] == outputs["onnxruntime-genai"]
+    with pytest.raises(ValueError, match="--engine onnxruntime-genai takes an exported folder"):
+        predict(run_dir.parent / "base", data, tmp_path / "x.jsonl", engine="onnxruntime-genai")
+
+
 def test_onnx_runtime_genai_refuses_a_schema_it_cannot_enforce(onnx_fp32, prompt_ids):
     from model_garden.inference.engines import generate_ort
 

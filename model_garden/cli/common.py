@@ -56,7 +56,8 @@ def _fail(message: str, code: int) -> typer.Exit:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Print a failure as one line and exit: 2 for bad input (``ValueError`` and its kin:
-    bad data, flags and config values; missing files; OS errors on paths), 1 with a note
+    bad data, flags and config values; missing files; OS errors on paths; errors marked
+    ``self_explaining``, such as a failed checkpoint save), 1 with a note
     for anything else (a bug). ``--debug`` re-raises instead."""
     try:
         yield
@@ -67,7 +68,7 @@ def user_errors() -> Iterator[None]:
     except Exception as exc:
         if debugging():
             raise
-        if isinstance(exc, (ValueError, FileNotFoundError)):
+        if isinstance(exc, (ValueError, FileNotFoundError)) or getattr(exc, "self_explaining", False):
             raise _fail(str(exc), EXIT_BAD_INPUT) from None
         if isinstance(exc, OSError):
             raise _fail(_os_message(exc), EXIT_BAD_INPUT) from None

@@ -25,6 +25,7 @@ def predict(
     data_format: Annotated[str, typer.Option(help="auto | jsonl | parquet | arrow | json | disk")] = "auto",
     allow_remote_images: Annotated[bool, typer.Option(help="Fetch http(s) images")] = False,
     allow_outside_paths: Annotated[bool, typer.Option(help="Allow image paths outside the dataset folder")] = False,
+    engine: Annotated[str, typer.Option(help="hf (transformers, any model) | onnxruntime-genai (an --format onnx export) | vllm (an --format merged export, GPU)")] = "hf",
 ) -> None:
     """Greedy predictions, one JSON line per record: line, output, constrained, new_tokens."""
     with user_errors():
@@ -34,7 +35,7 @@ def predict(
         stats = run(
             model, dataset, out, schema=schema, constrained=constrained, batch_size=batch_size,
             max_new_tokens=max_new_tokens, limit=limit, threads=threads, resume=resume, data_format=data_format,
-            allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths,
+            allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths, engine=engine,
         )
         console.print(
             f"wrote {out}: {stats['examples']} predictions, {stats['new_tokens']} tokens in {stats['seconds']:.1f} s "

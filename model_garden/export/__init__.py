@@ -26,9 +26,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from model_garden.data.schema import dataset_schema, load_schema, record_schema
+from model_garden.data.sources import open_source
+from model_garden.export.llama_cpp import convert_gguf
+from model_garden.export.onnx_genai import build_onnx
 from model_garden.grammar import with_guidance
+from model_garden.inference.predict import load_for_inference
 
 FORMATS = ("merged", "onnx", "gguf")
 DTYPES = ("bfloat16", "float16", "float32")
@@ -43,8 +49,6 @@ def run_schema(run: str | Path, explicit: str | Path | None = None) -> dict[str,
     ``RUN/schema.json``, else its ``config.yaml``'s ``mask.schema`` file, else the
     ``schema.json`` beside its ``data.dataset``, else the one its first record carries;
     ``None`` when there is none (or ``run`` is not a training folder)."""
-    from model_garden.data.schema import dataset_schema, load_schema, record_schema
-
     if explicit is not None:
         return load_schema(explicit)
     run = Path(run).expanduser()
@@ -64,8 +68,6 @@ def run_schema(run: str | Path, explicit: str | Path | None = None) -> dict[str,
         return None
     found = dataset_schema(data["dataset"])
     if found is None:
-        from model_garden.data.sources import open_source
-
         source = open_source(data["dataset"], format=data.get("data_format", "auto"), split=data.get("data_split", "train"))
         found = record_schema(source.sample(0)) if len(source) else None
     return found
@@ -97,10 +99,6 @@ def _options(format: str, dtype: str | None, quantize: str | None) -> tuple[str 
 def save_merged(run: str | Path, out: Path, dtype: str) -> bool:
     """Merge a run's adapter into its base and save it (safetensors at ``dtype``) with its
     tokenizer or processor. Returns whether it is a vision-language model."""
-    import torch
-
-    from model_garden.inference.predict import load_for_inference
-
     model, processing = load_for_inference(run)
     model = model.to(getattr(torch, dtype))
     model.save_pretrained(out)
@@ -149,12 +147,8 @@ def export(
                 if save_merged(run, Path(tmp), "float32"):
                     raise ValueError(f"--format {format} exports text models only; export a vision-language model with --format merged")
                 if format == "onnx":
-                    from model_garden.export.onnx_genai import build_onnx
-
                     build_onnx(Path(tmp), out, quantize)
                 else:
-                    from model_garden.export.llama_cpp import convert_gguf
-
                     convert_gguf(Path(tmp), out, quantize or GGUF_TYPES[dtype], llama_cpp)
         if reply_schema is not None:
             (out / SCHEMA_FILE).write_text(json.dumps(with_guidance(reply_schema), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

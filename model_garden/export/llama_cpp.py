@@ -22,6 +22,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from filelock import FileLock
+
+from model_garden.models import cache_dir
+
 LLAMA_CPP_PYTHON = "0.3.36"
 _VENDOR = f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
 # The converter imports its own gguf-py (put on sys.path by the script) and conversion package.
@@ -53,10 +57,6 @@ def converter(llama_cpp: str | Path | None = None) -> Path:
         if not script.is_file():
             raise FileNotFoundError(f"--llama-cpp {llama_cpp}: no convert_hf_to_gguf.py in that folder")
         return script
-    from filelock import FileLock
-
-    from model_garden.models import cache_dir
-
     target = cache_dir() / f"llama.cpp-convert-{LLAMA_CPP_PYTHON}"
     script = target / "convert_hf_to_gguf.py"
     if not script.is_file():

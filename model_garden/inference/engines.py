@@ -26,6 +26,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoTokenizer
+
 from model_garden.grammar import SchemaError, with_guidance
 
 Reply = tuple[str, int]  # reply text without special tokens, tokens generated before EOS
@@ -33,7 +35,7 @@ Reply = tuple[str, int]  # reply text without special tokens, tokens generated b
 
 @functools.lru_cache(maxsize=2)
 def _ort_model(model_dir: str, threads: int | None) -> tuple[Any, tuple[int, ...]]:
-    try:
+    try:  # an optional dependency (the onnx extra)
         import onnxruntime_genai as og
     except ImportError:
         raise ImportError("--engine onnxruntime-genai needs the onnx extra: pip install 'model-garden[onnx]'") from None
@@ -49,8 +51,6 @@ def _ort_model(model_dir: str, threads: int | None) -> tuple[Any, tuple[int, ...
 
 @functools.lru_cache(maxsize=4)
 def _hf_tokenizer(model_dir: str) -> Any:
-    from transformers import AutoTokenizer
-
     # Decoding with the Hugging Face tokenizer gives the hf engine's text, byte for byte.
     return AutoTokenizer.from_pretrained(model_dir)
 
@@ -83,7 +83,7 @@ def generate_ort(
     Raises:
         SchemaError: ONNX Runtime GenAI's llguidance cannot compile a schema.
     """
-    import onnxruntime_genai as og
+    import onnxruntime_genai as og  # optional; _ort_model below says how to install it
 
     if schemas is not None and len(schemas) != len(prompt_ids):
         raise ValueError(f"{len(schemas)} schemas for {len(prompt_ids)} prompts")
@@ -114,7 +114,7 @@ def generate_ort(
 
 @functools.lru_cache(maxsize=1)
 def _vllm_engine(model_dir: str) -> Any:
-    try:
+    try:  # an optional dependency that needs a GPU
         from vllm import LLM
     except ImportError:
         raise ImportError("--engine vllm needs vLLM (a supported GPU): pip install 'model-garden[vllm]'") from None
@@ -126,6 +126,7 @@ def generate_vllm(model_dir: str | Path, prompt_ids: list[list[int]], schemas: l
     """Greedily decode the prompts with vLLM (one batch), guided JSON with the ``guidance``
     backend. Same arguments and result as :func:`generate_ort`; ``model_dir`` is a merged
     export (``--format merged``). Untested here: vLLM needs a GPU this machine lacks."""
+    # vLLM is optional (a GPU extra); _vllm_engine says how to install it.
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import StructuredOutputsParams

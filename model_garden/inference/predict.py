@@ -37,6 +37,7 @@ from transformers import AutoTokenizer
 
 from model_garden.data.sample import DataError, Sample
 from model_garden.data.sources import SampleView, open_source
+from model_garden.inference.engines import generate_ort, generate_vllm
 from model_garden.inference.generate import default_threads, generate_batch
 from model_garden.progress import progress_reporter
 from model_garden.masking.codec import ChatCodec
@@ -44,6 +45,7 @@ from model_garden.masking.strategies import MaskingError
 from model_garden.models import is_vision_model, load_model, load_processing, resolve_model, text_tokenizer
 
 DEFAULT_BUDGET = 256
+ENGINES = ("hf", "onnxruntime-genai", "vllm")
 Generate = Callable[[list[dict[str, Any]], list[dict] | None, int], list[tuple[str, int]]]
 
 
@@ -93,6 +95,32 @@ def _load_local(path: Path, vision: bool) -> Any:
 def hf_generator(model: Any, processing: Any) -> Generate:
     """transformers' ``generate`` as a prompt-batch function."""
     return lambda prompts, schemas, budget: generate_batch(model, processing, prompts, schemas=schemas, max_new_tokens=budget)
+
+
+def engine_generator(engine: str, model: str | Path, threads: int) -> tuple[Generate, Any]:
+    """The decoding function of ``--engine`` and the tokenizer or processor to encode for
+    it. Every engine gets the same prompt ids and the same schema (llguidance with the
+    same separators inside each)."""
+    if engine == "hf":
+        net, processing = load_for_inference(model)
+        return hf_generator(net, processing), processing
+    if engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    folder = Path(model).expanduser()
+    fmt, marker = ("onnx", "genai_config.json") if engine == "onnxruntime-genai" else ("merged", "config.json")
+    if not (folder / marker).is_file() or not (folder / "tokenizer_config.json").is_file():
+        raise ValueError(f"--engine {engine} takes an exported folder (model-garden export RUN --format {fmt}); {folder} is not one")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+
+    def generate(prompts: list[dict[str, Any]], schemas: list[dict] | None, budget: int) -> list[tuple[str, int]]:
+        if any(len(p) > 1 for p in prompts):
+            raise ValueError(f"--engine {engine} decodes text prompts only; use --engine hf for images and videos")
+        ids = [p["input_ids"] for p in prompts]
+        if engine == "onnxruntime-genai":
+            return generate_ort(folder, ids, schemas, budget, threads=threads)
+        return generate_vllm(folder, ids, schemas, budget)
+
+    return generate, tokenizer
 
 
 def run_budget(model: str | Path) -> int | None:
@@ -194,6 +222,7 @@ def predict(
     data_format: str = "auto",
     allow_remote_images: bool = False,
     allow_outside_paths: bool = False,
+    engine: str = "hf",
 ) -> dict[str, Any]:
     """Predict a reply for every record of a dataset and write them to ``out``.
 
@@ -212,6 +241,8 @@ def predict(
         data_format: ``--data-format`` of the dataset.
         allow_remote_images: Fetch http(s) images.
         allow_outside_paths: Allow image paths outside the dataset's folder.
+        engine: ``hf`` (transformers, any model), ``onnxruntime-genai`` (a ``--format onnx``
+            export) or ``vllm`` (a ``--format merged`` export, on a GPU).
 
     Returns:
         ``{"examples", "new_tokens", "seconds", "cut", "max_new_tokens", "threads"}``.
@@ -226,7 +257,9 @@ def predict(
     if n == 0:
         raise DataError(f"--dataset {dataset}: no record to predict")
     samples = SampleView(source, n)
-    net, processing = load_for_inference(model)
+    threads = threads or default_threads()
+    torch.set_num_threads(threads)
+    generate, processing = engine_generator(engine, model, threads)
     codec = ChatCodec.for_data(processing, dataset, allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths)
     if isinstance(schema, dict):
         codec.dataset_schema = schema
@@ -234,8 +267,6 @@ def predict(
         codec.dataset_schema = ChatCodec.for_data(None, dataset, schema_file=schema).dataset_schema
     schemas = _check(codec, samples, constrained)
     budget = max_new_tokens or run_budget(model) or DEFAULT_BUDGET
-    threads = threads or default_threads()
-    torch.set_num_threads(threads)
 
     partial = out.with_name(out.name + ".partial")
     done = _done_lines(partial) if resume else []
@@ -250,7 +281,7 @@ def predict(
             fh.flush()
 
         stats = predict_samples(
-            hf_generator(net, processing), codec, samples[len(done) :], write,
+            generate, codec, samples[len(done) :], write,
             schemas=schemas[len(done) :] if constrained else None, batch_size=batch_size, max_new_tokens=budget,
         )
         os.fsync(fh.fileno())
@@ -259,6 +290,7 @@ def predict(
         "dataset_fingerprint": source.fingerprint(),
         "records": n,
         "model": str(model),
+        "engine": engine,
         "constrained": constrained,
         "max_new_tokens": budget,
         "cut": stats["cut"],

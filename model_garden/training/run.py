@@ -31,7 +31,6 @@ from peft import LoraConfig, get_peft_model
 from rich.console import Console
 from transformers import PrinterCallback, TrainingArguments, set_seed
 from transformers.integrations import TensorBoardCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from model_garden.data.sources import open_source
 from model_garden.masking.codec import ChatCodec
@@ -40,6 +39,7 @@ from model_garden.masking.scan import ScanReport
 from model_garden.masking.strategies import MaskConfig
 from model_garden.models import is_processor, is_vision_model, load_model, load_processing, public_name, resolve_model
 from model_garden.training.callbacks import JsonlLog, RichProgress, SaveOnSignal
+from model_garden.training.checkpoints import incomplete_reason, latest_complete_checkpoint
 from model_garden.training.collate import StructuredOutputDataCollator
 from model_garden.training.config import TrainConfig
 from model_garden.training import run_folder
@@ -244,16 +244,22 @@ def setup_trainer(cfg: TrainConfig, model: Any, data: TrainData, out: Path, cons
     return trainer, signals
 
 
-def resume_point(cfg: TrainConfig, out: Path) -> str | None:
-    """The checkpoint ``--resume`` names (``latest``: the newest one), or None."""
+def resume_point(cfg: TrainConfig, out: Path, console: Console) -> str | None:
+    """The checkpoint ``--resume`` names (``latest``: the newest complete one; incomplete
+    ones left by a crash are named and skipped), or None."""
     if not cfg.run.resume:
         return None
     if cfg.run.resume != "latest":
+        reason = incomplete_reason(Path(cfg.run.resume))
+        if reason is not None:
+            raise FileNotFoundError(f"--resume {cfg.run.resume}: not a complete checkpoint ({reason}); --resume latest takes the newest complete one")
         return cfg.run.resume
-    found = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").is_dir() else None
+    found, skipped = latest_complete_checkpoint(out / "checkpoints")
+    for folder in skipped:
+        console.print(f"[yellow]warning:[/] --resume latest skipped an incomplete checkpoint: {folder}")
     if found is None:
-        raise FileNotFoundError(f"--resume latest: no checkpoint in {out / 'checkpoints'}")
-    return found
+        raise FileNotFoundError(f"--resume latest: no complete checkpoint in {out / 'checkpoints'}")
+    return str(found)
 
 
 def fit(trainer: SelectiveLossSFTTrainer, resume: str | None) -> tuple[Any, list, float]:
@@ -341,7 +347,7 @@ def train(
         if cfg.run.resume:
             for change in run_folder.check_resume(cfg, out, data.scan.fingerprint):
                 console.print(f"[yellow]resuming with a change:[/] {change}")
-        resume = resume_point(cfg, out)
+        resume = resume_point(cfg, out, console)
         model = setup_model(cfg, vision, model, trainable_token_ids)
         trainer, signals = setup_trainer(cfg, model, data, out, console, callbacks)
         _start(cfg, data, processing, out, console)
@@ -352,7 +358,7 @@ def train(
         raise
     result, start_eval, elapsed = fit(trainer, resume)
     if signals.received is not None:
-        last = get_last_checkpoint(str(out / "checkpoints"))
+        last, _ = latest_complete_checkpoint(out / "checkpoints")
         console.print(f"[yellow]interrupted:[/] checkpoint saved at {last}; continue with --resume latest")
         return TrainResult(out, {"interrupted_at_step": trainer.state.global_step, "signal": signals.received}, True)
     save(cfg, trainer, processing, out)

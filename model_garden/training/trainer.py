@@ -11,20 +11,27 @@ chunked cross-entropy of ``loss.py``, normalised over the whole optimizer step.
   structural-weight schedule.
 * Evaluation reports ``eval_value_loss``: the token-weighted mean loss over the eval set's
   trained tokens (built with the value-only mask, the same yardstick for every strategy).
+* Checkpoints are crash-safe: written into a staging folder and renamed into place when
+  complete (``checkpoints.py``); a failed write raises ``CheckpointError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from model_garden.masking.strategies import END_OF_TURN
+from model_garden.training import checkpoints
 from model_garden.training.loss import DEFAULT_CHUNK, weighted_lm_loss
 
 
@@ -89,6 +96,7 @@ class SelectiveLossSFTTrainer(Trainer):
     ):
         if tokenizer is not None:
             kwargs.setdefault("processing_class", tokenizer)
+        self._staging: Path | None = None  # set while a checkpoint is saved
         super().__init__(*args, **kwargs)
         self.use_selective_loss = use_selective_loss
         self.structural_keep_prob = structural_keep_prob
@@ -100,11 +108,56 @@ class SelectiveLossSFTTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = getattr(dataset, "lengths", None)
         if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
-            from transformers.trainer_pt_utils import LengthGroupedSampler
-
             # The pre-pass measured every example already; no second pass over the data.
             return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
         return super()._get_train_sampler(train_dataset)
+
+    # -- checkpoints ---------------------------------------------------------------
+    def _get_output_dir(self, trial) -> str:
+        # While a checkpoint is saved, transformers' run folder is the staging folder.
+        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """transformers' save, into ``.tmp-checkpoint-N/checkpoint-N`` (its rotation sees
+        only that folder: a no-op), then published as ``checkpoint-N`` and only then older
+        checkpoints rotated out, so the newest complete one is never deleted first."""
+        run_dir = Path(super()._get_output_dir(trial))
+        step = self.state.global_step
+        final = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        staging = checkpoints.staging_folder(run_dir, step)
+        if self.args.should_save:
+            checkpoints.clear_staging(run_dir)
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()  # no rank writes into a folder still being cleared
+        checkpoints.inject_fault("start", step)
+        self._staging = staging
+        try:
+            super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every rank's files (its RNG state) are in
+            if self.args.should_save:
+                self._unstage_best_checkpoint(staging / final.name, final)
+                checkpoints.publish(staging, final, step)
+        except Exception as err:
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+            failure = checkpoints.write_failure(final, err)
+            if failure is None:
+                raise
+            raise failure from err
+        finally:
+            self._staging = None
+        if self.args.should_save:
+            rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
+
+    def _unstage_best_checkpoint(self, staged: Path, final: Path) -> None:
+        # transformers recorded the best checkpoint (load_best_model_at_end) by its staging path.
+        if self.state.best_model_checkpoint == str(staged):
+            self.state.best_model_checkpoint = str(final)
+            self.state.save_to_json(str(staged / checkpoints.TRAINER_STATE))
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        checkpoints.inject_fault("after_weights", self.state.global_step)  # test hook; the weights are written
+        super()._save_optimizer_and_scheduler(output_dir)
 
     # -- weights -------------------------------------------------------------------
     def _structural_weight_now(self) -> float | None:
