@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model_garden.data.jsonl import JsonlDataset
+from model_garden.evaluation.decoded import decoded_eval_factory
 from model_garden.data.sources import open_source
 from model_garden.models import is_processor, is_vision_model, load_model, load_processing, resolve_model, text_tokenizer
 from model_garden.training.config import TrainConfig
@@ -100,5 +101,5 @@ class VisionLanguageTrainer:
         ``max_steps``, ``batch_size``, ``eval_dataset``, ...)."""
         cfg = self.config(dataset, output_dir, **overrides)
         if self.model is not None:
-            return train(cfg, model=self.model, processing=self.processor)
-        return train(cfg)
+            return train(cfg, model=self.model, processing=self.processor, decoded_eval_factory=decoded_eval_factory)
+        return train(cfg, decoded_eval_factory=decoded_eval_factory)

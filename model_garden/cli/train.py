@@ -60,11 +60,12 @@ def _make(vision: bool):
     def command(**kwargs: Any) -> None:
         with user_errors():
             # Deferred so that `model-garden --help` does not import torch, transformers and PEFT.
+            from model_garden.evaluation.decoded import decoded_eval_factory
             from model_garden.training.run import train
 
             config = kwargs.pop("config")
             cfg = load_config(config, {**kwargs, "vision": vision})
-            result = train(cfg, console=console)
+            result = train(cfg, console=console, decoded_eval_factory=decoded_eval_factory)
         if result.interrupted:
             raise interrupted_exit(result.metrics.get("signal"))
 

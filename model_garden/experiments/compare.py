@@ -27,6 +27,7 @@ from typing import Any
 from rich.console import Console
 
 from model_garden.evaluation import evaluate_files
+from model_garden.evaluation.decoded import decoded_eval_factory
 from model_garden.experiments.options import CompareOptions
 from model_garden.experiments.report import summarize, write_report
 from model_garden.inference.predict import predict
@@ -133,7 +134,7 @@ def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> d
         elif folder.is_dir():  # a run that stopped before its first checkpoint: start it again
             run_cfg = run_cfg.replace(overwrite=True)
         console.rule(f"{strategy} · seed {seed}")
-        result = train(run_cfg, console=console)
+        result = train(run_cfg, console=console, decoded_eval_factory=decoded_eval_factory)
         if result.interrupted:
             raise KeyboardInterrupt(f"interrupted during {folder}; rerun compare to continue")
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))

@@ -72,6 +72,7 @@ def generate_batch(
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,
+            use_cache=True,  # training turns the cache off for gradient checkpointing
             eos_token_id=eos,
             pad_token_id=pad,
             logits_processor=processors,

@@ -116,7 +116,9 @@ def _token_bytes(tokenizer: Any) -> tuple[list[bytes | None], np.ndarray] | None
     return table
 
 
-def _tail_spans(table: tuple[list[bytes | None], np.ndarray], text: str, ids: list[int], start: int) -> tuple[int, np.ndarray, np.ndarray] | None:
+def _tail_spans(
+    table: tuple[list[bytes | None], np.ndarray], text: str, ids: list[int], start: int, id_array: np.ndarray | None = None
+) -> tuple[int, np.ndarray, np.ndarray] | None:
     """Character spans of the last tokens of ``ids``, from their byte lengths (``table``
     from ``_token_bytes``), when their bytes spell the end of ``text`` exactly; ``None``
     otherwise (the caller asks the tokenizer for offsets).
@@ -127,9 +129,11 @@ def _tail_spans(table: tuple[list[bytes | None], np.ndarray], text: str, ids: li
     bytes concatenate to the text's last UTF-8 bytes partition that tail, so the check is
     the proof; it fails for whatever breaks that (a normaliser that changed the text, a
     dropped byte, an added token that strips spaces) and costs a join, against the
-    tokenizer's offset bookkeeping, which costs a third of the encoding.
+    tokenizer's offset bookkeeping, which costs a third of the encoding. ``id_array`` is
+    ``ids`` as an array, when the caller has it.
     """
     pieces, lengths = table
+    id_array = np.fromiter(ids, dtype=np.int64, count=len(ids)) if id_array is None else id_array
     raw = text.encode()
     n, ascii_only = len(ids), len(raw) == len(text)
     need = len(raw) - (start if ascii_only else len(text[:start].encode()))  # bytes from `start` to the end
@@ -138,7 +142,7 @@ def _tail_spans(table: tuple[list[bytes | None], np.ndarray], text: str, ids: li
     # the check below holds at least one byte).
     for m in (min(n, need // 2 + 2 * _MARGIN), min(n, need + _MARGIN)):
         try:
-            sizes = lengths[ids[n - m :]][::-1]  # the last token first
+            sizes = lengths[id_array[n - m :]][::-1]  # the last token first
         except IndexError:  # an id outside the table
             return None
         from_end = np.cumsum(sizes)
@@ -172,11 +176,11 @@ def encode_ids(tokenizer: Any, text: str) -> list[int]:
     return backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
 
 
-def _encode_text(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int, np.ndarray, np.ndarray]:
-    """Tokenize ``text``; return the ids and the character spans ``(starts, ends)`` of
+def _encode_text(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], int, np.ndarray, np.ndarray, np.ndarray]:
+    """Tokenize ``text``; return the ids, the character spans ``(starts, ends)`` of
     tokens ``lo..``, a window that holds every token touching a trained reply, some
-    before it and everything after it (the prompt before it is never converted to arrays;
-    without trained replies the window is empty)."""
+    before it and everything after it (without trained replies the window is empty),
+    and the window's ids as an array."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise MaskingError(f"{type(tokenizer).__name__} is a slow tokenizer; exact masks need a fast (tokenizers) one")
@@ -184,21 +188,25 @@ def _encode_text(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tup
     if table is not None:
         ids = encode_ids(tokenizer, text)
         if not spans:
-            return ids, len(ids), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        window = _tail_spans(table, text, ids, spans[0][0])
+            empty = np.zeros(0, dtype=np.int64)
+            return ids, len(ids), empty, empty, empty
+        id_array = np.fromiter(ids, dtype=np.int64, count=len(ids))
+        window = _tail_spans(table, text, ids, spans[0][0], id_array)
         if window is not None:
-            return ids, *window
+            return ids, *window, id_array[window[0] :]
     enc = backend.encode(text, add_special_tokens=False)
     ids, n = enc.ids, len(enc.ids)
     if not spans:
-        return ids, n, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        return ids, n, empty, empty, empty
     first = enc.char_to_token(spans[0][0])
     lo = 0 if first is None else max(0, first - _MARGIN)
     # The token before the window closes the gap in front of it, as over the whole sequence.
     before = max(lo - 1, 0)
     offsets = np.fromiter(chain.from_iterable(map(enc.token_to_chars, range(before, n))), dtype=np.int64, count=2 * (n - before))
     starts, ends = token_spans(offsets.reshape(-1, 2), len(text))
-    return (ids, lo, starts[1:], ends[1:]) if lo > 0 else (ids, lo, starts, ends)
+    window_ids = np.asarray(ids[lo:], dtype=np.int64)
+    return (ids, lo, starts[1:], ends[1:], window_ids) if lo > 0 else (ids, lo, starts, ends, window_ids)
 
 
 def encode_multimodal(
@@ -301,8 +309,9 @@ def encode_conversation(
         spans = [(_shift(s, replacements), _shift(e, replacements)) for s, e in spans]
         lo = 0
         starts, ends = token_spans(offsets, len(text))
+        window_array = np.asarray(ids, dtype=np.int64)
     else:
-        ids, lo, starts, ends = _encode_text(tokenizer, text, spans)
+        ids, lo, starts, ends, window_array = _encode_text(tokenizer, text, spans)
     n, n_chars = len(ids), len(text)
     # Per-character arrays start at the window's first token; tokens lo..n are the window.
     origin = int(starts.min()) if n > lo else 0
@@ -345,7 +354,7 @@ def encode_conversation(
     weighted = tok_reply & ~tok_trained if cfg.structural_weight > 0 else np.zeros(n - lo, dtype=bool)
     # Outside the window every token is prompt: masked, weight 0.
     labels, weights = [-100] * n, [0.0] * n
-    labels[lo:] = np.where(tok_trained | weighted, np.asarray(window_ids, dtype=np.int64), -100).tolist()
+    labels[lo:] = np.where(tok_trained | weighted, window_array, -100).tolist()
     weights[lo:] = np.where(tok_trained, 1.0, np.where(weighted, cfg.structural_weight, 0.0)).tolist()
     tok_classes = np.zeros(n, dtype=np.uint8)
     tok_classes[lo:] = window_classes
@@ -354,7 +363,7 @@ def encode_conversation(
         raise MaskingError(f"{name}: --max-length {max_length} would cut image/video tokens; raise it")
     return truncate(
         {
-            "input_ids": list(ids),
+            "input_ids": ids,
             "attention_mask": [1] * len(ids),
             "labels": labels,
             "loss_weights": weights,

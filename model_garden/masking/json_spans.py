@@ -78,6 +78,7 @@ _NOT_WS[list(b" \t\n\r")] = False
 # Below this many characters the per-token regex lexer is faster than the vectorised one
 # (its numpy calls cost ~20 us whatever the length; measured on SROIE and forms replies).
 _VECTOR_MIN = 400
+_EXPONENT_RE = re.compile(rb"[0-9][eE]")
 
 
 def find_json_document(text: str) -> tuple[int, int] | None:
@@ -127,17 +128,23 @@ def _lex_vectorised(doc: str) -> np.ndarray | None:
     codes = np.frombuffer(raw.translate(_BYTE_CLASS), dtype=np.uint8).copy()
     quotes = np.flatnonzero(b == 34)
     opens, closes = quotes[0::2], quotes[1::2]
-    # A string is a key when the first non-whitespace byte after it is a colon.
-    next_solid = np.minimum.accumulate(np.where(_NOT_WS[b], np.arange(n), n)[::-1])[::-1]
-    is_key = np.append(b, 0)[np.append(next_solid, n)[closes + 1]] == ord(":")
-    kind = np.where(is_key, KEY, STRING)
-    # Each string's inside painted with its kind: +kind after the opening quote, -kind at the closing one.
-    inside = np.cumsum(np.bincount(opens + 1, weights=kind, minlength=n + 1)[:n] - np.bincount(closes, weights=kind, minlength=n + 1)[:n])
+    # A string is a key when the first non-whitespace byte after it is a colon (the
+    # document closes after its last string, so that byte always exists).
+    solid = np.flatnonzero(_NOT_WS[b])
+    is_key = b[solid[np.searchsorted(solid, closes + 1)]] == ord(":")
+    kind = np.where(is_key, KEY, STRING).astype(np.int8)
+    # Each string's inside painted with its kind: +kind after the opening quote, -kind at
+    # the closing one (distinct positions within each array, so += is exact).
+    steps = np.zeros(n + 1, dtype=np.int8)
+    steps[opens + 1] += kind
+    steps[closes] -= kind
+    inside = np.cumsum(steps[:n], dtype=np.int8)
     in_string = inside != 0
     codes[in_string] = inside[in_string]
     codes[opens] = codes[closes] = np.where(is_key, KEY_QUOTE, VALUE_QUOTE)
-    exponents = np.flatnonzero(((b == ord("e")) | (b == ord("E"))) & ~in_string)
-    codes[exponents[codes[exponents - 1] == NUMBER]] = NUMBER
+    if _EXPONENT_RE.search(raw):  # an exponent's e/E follows a digit; in true/false a letter
+        exponents = np.flatnonzero(((b == ord("e")) | (b == ord("E"))) & ~in_string)
+        codes[exponents[codes[exponents - 1] == NUMBER]] = NUMBER
     return codes if n == len(doc) else codes[(b & 0xC0) != 0x80]  # a character's class is its first byte's
 
 

@@ -29,7 +29,8 @@ _SCHEDULE_RE = re.compile(r"^linear:(?P<start>[0-9.]+)->(?P<end>[0-9.]+)$")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Options that change nothing already trained: a resumed run may differ in these when
 # --allow-changes names them (training/run_folder.py).
-SAFE_TO_CHANGE = ("max_steps", "epochs", "save_steps", "save_total_limit", "eval_steps", "merge", "skip_bad_lines")
+BEST_METRICS = ("field_accuracy", "field_accuracy_filled", "json_valid", "value_loss")
+SAFE_TO_CHANGE = ("max_steps", "epochs", "save_steps", "save_total_limit", "eval_steps", "eval_generate", "merge", "skip_bad_lines")
 
 
 def _require(checks: list[tuple[bool, str]]) -> None:
@@ -223,6 +224,9 @@ class RunOptions:
         output: Output folder (adapter, config, logs, checkpoints).
         logging_steps: Log every N steps.
         eval_steps: Evaluate every N steps (with --eval-dataset).
+        eval_generate: At each evaluation, also decode the first N eval records under their schema and log JSON validity and field accuracy (0: loss only).
+        metric_for_best: Keep the checkpoint best at this: field_accuracy | field_accuracy_filled | json_valid | value_loss (loaded at the end; --save-steps must be a multiple of --eval-steps).
+        early_stopping_patience: Stop after this many evaluations without improving --metric-for-best.
         save_steps: Checkpoint every N steps.
         save_total_limit: Keep at most this many checkpoints.
         resume: Resume: 'latest' or a checkpoint folder; the options and data must match the run's.
@@ -235,6 +239,9 @@ class RunOptions:
     output: str = "outputs/run"
     logging_steps: int = 5
     eval_steps: int = 50
+    eval_generate: int = 32
+    metric_for_best: str | None = None
+    early_stopping_patience: int | None = None
     save_steps: int = 100
     save_total_limit: int = 2
     resume: str | None = None
@@ -250,6 +257,11 @@ class RunOptions:
             (self.save_steps >= 1, "--save-steps must be >= 1"),
             (self.save_total_limit >= 1, "--save-total-limit must be >= 1"),
             (not (self.resume and self.overwrite), "--resume and --overwrite contradict each other; give one"),
+            (self.eval_generate >= 0, "--eval-generate must be >= 0"),
+            (self.metric_for_best in (None, *BEST_METRICS), f"--metric-for-best must be one of {', '.join(BEST_METRICS)}"),
+            (self.metric_for_best is None or self.save_steps % self.eval_steps == 0, "--metric-for-best needs --save-steps to be a multiple of --eval-steps"),
+            (self.early_stopping_patience is None or self.metric_for_best is not None, "--early-stopping-patience needs --metric-for-best"),
+            (self.early_stopping_patience is None or self.early_stopping_patience >= 1, "--early-stopping-patience must be >= 1"),
         ])
         self.allow_changes = [n.strip().replace("-", "_") for item in self.allow_changes for n in item.split(",") if n.strip()]
         unknown = sorted(set(self.allow_changes) - set(SAFE_TO_CHANGE))

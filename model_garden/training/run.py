@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from peft import LoraConfig, get_peft_model
 from rich.console import Console
-from transformers import PrinterCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, PrinterCallback, TrainingArguments, set_seed
 from transformers.integrations import TensorBoardCallback
 
 from model_garden.data.sources import open_source
@@ -41,6 +41,7 @@ from model_garden.models import is_processor, is_vision_model, load_model, load_
 from model_garden.training.callbacks import JsonlLog, RichProgress, SaveOnSignal
 from model_garden.training.checkpoints import incomplete_reason, latest_complete_checkpoint
 from model_garden.training.collate import StructuredOutputDataCollator
+from model_garden.options import ConfigError
 from model_garden.training.config import TrainConfig
 from model_garden.training import run_folder
 from model_garden.training.data import MaskedDataset
@@ -48,6 +49,9 @@ from model_garden.training.trainer import SelectiveLossSFTTrainer
 
 log = logging.getLogger(__name__)
 
+# Decoded metrics as the trainer logs them (eval_<name>); only a decoded evaluation has them.
+DECODED_KEYS = ("json_valid", "field_accuracy", "field_accuracy_filled", "schema_valid")
+DECODED_ONLY = ("field_accuracy", "field_accuracy_filled", "json_valid")
 DEFAULT_LORA_TARGET = r"^(?!.*(?:visual|vision)).*\.(?:q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
 
 
@@ -68,6 +72,7 @@ class TrainData:
     train: MaskedDataset
     eval: MaskedDataset | None
     scan: ScanReport
+    eval_scan: ScanReport | None = None
 
 
 def _use_bf16(setting: str) -> bool:
@@ -138,10 +143,11 @@ def setup_data(cfg: TrainConfig, processing: Any, train_source: Any = None, eval
         # Every strategy is judged on the same tokens: the values (the whole reply when it is not JSON).
         value_mask = MaskConfig(strategy="aggressive", train_on=cfg.mask.train_on)
         eval_data = MaskedDataset(eval_source, eval_codec, value_mask, d.max_length)
-        eval_data.prescan(skip_bad_lines=True)
+        eval_scan = eval_data.prescan(skip_bad_lines=True)
         if not len(eval_data):
             raise ValueError(f"--eval-dataset {d.eval_dataset or eval_source.name}: no usable example")
-    return TrainData(codec, train_data, eval_data, scan)
+        return TrainData(codec, train_data, eval_data, scan, eval_scan)
+    return TrainData(codec, train_data, None, scan)
 
 
 def setup_model(cfg: TrainConfig, vision: bool, model: Any = None, trainable_token_ids: list[int] | None = None) -> Any:
@@ -183,6 +189,7 @@ def setup_model(cfg: TrainConfig, vision: bool, model: Any = None, trainable_tok
 def training_arguments(cfg: TrainConfig, out: Path, evaluate: bool) -> TrainingArguments:
     """transformers' arguments for this configuration."""
     o, r = cfg.optim, cfg.run
+    best = r.metric_for_best if evaluate else None
     checkpointing = cfg.model.gradient_checkpointing
     return TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -203,6 +210,9 @@ def training_arguments(cfg: TrainConfig, out: Path, evaluate: bool) -> TrainingA
         save_strategy="steps",
         save_steps=r.save_steps,
         save_total_limit=r.save_total_limit,
+        metric_for_best_model=f"eval_{best}" if best else None,
+        greater_is_better=best != "value_loss" if best else None,
+        load_best_model_at_end=best is not None,
         seed=o.seed,
         data_seed=o.seed,
         bf16=_use_bf16(cfg.model.bf16),
@@ -219,11 +229,18 @@ def training_arguments(cfg: TrainConfig, out: Path, evaluate: bool) -> TrainingA
     )
 
 
-def setup_trainer(cfg: TrainConfig, model: Any, data: TrainData, out: Path, console: Console, callbacks: list | None) -> tuple[SelectiveLossSFTTrainer, SaveOnSignal]:
-    """The trainer with its callbacks (progress, JSONL log, TensorBoard, save on signal)."""
+def setup_trainer(
+    cfg: TrainConfig, model: Any, data: TrainData, out: Path, console: Console, callbacks: list | None, decoded_eval: Any = None
+) -> tuple[SelectiveLossSFTTrainer, SaveOnSignal]:
+    """The trainer with its callbacks (progress, JSONL log, TensorBoard, save on signal,
+    early stopping) and its decoded evaluation, if any."""
     args = training_arguments(cfg, out, data.eval is not None)
+    if cfg.run.metric_for_best in DECODED_ONLY and decoded_eval is None:
+        raise ConfigError(f"--metric-for-best {cfg.run.metric_for_best} needs decoded evaluation: --eval-dataset and --eval-generate > 0")
     signals = SaveOnSignal()
     extra = [RichProgress(console), JsonlLog(out / "log.jsonl"), signals, *(callbacks or [])]
+    if cfg.run.early_stopping_patience and data.eval is not None:
+        extra.append(EarlyStoppingCallback(early_stopping_patience=cfg.run.early_stopping_patience))
     if cfg.run.report_to == "tensorboard":
         from torch.utils.tensorboard import SummaryWriter  # tensorboard is imported only when used: it is slow to import
 
@@ -239,6 +256,7 @@ def setup_trainer(cfg: TrainConfig, model: Any, data: TrainData, out: Path, cons
         structural_keep_prob=cfg.mask.structural_keep_prob,
         structural_schedule=cfg.mask.schedule(),
         loss_chunk_size=cfg.optim.loss_chunk_size,
+        decoded_eval=decoded_eval,
     )
     trainer.remove_callback(PrinterCallback)  # the progress bar and log.jsonl replace raw dict printing
     return trainer, signals
@@ -262,12 +280,13 @@ def resume_point(cfg: TrainConfig, out: Path, console: Console) -> str | None:
     return str(found)
 
 
-def fit(trainer: SelectiveLossSFTTrainer, resume: str | None) -> tuple[Any, list, float]:
-    """Train; returns transformers' result, the starting eval point and the seconds taken."""
-    start_eval = []
+def fit(trainer: SelectiveLossSFTTrainer, resume: str | None) -> tuple[Any, dict[str, float], float]:
+    """Train; returns transformers' result, the evaluation at step 0 (empty when resuming
+    or without an eval set) and the seconds taken."""
+    start_eval = {}
     if trainer.eval_dataset is not None and resume is None:
-        # The starting point of the eval curve (train() starts a fresh log history).
-        start_eval = [(0, trainer.evaluate()["eval_value_loss"])]
+        # The starting point of the eval curves (train() starts a fresh log history).
+        start_eval = trainer.evaluate()
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     return result, start_eval, time.perf_counter() - start
@@ -300,7 +319,7 @@ def _start(cfg: TrainConfig, data: TrainData, processing: Any, out: Path, consol
     (out / "mask_stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
     name = Path(cfg.data.dataset).name if cfg.data.dataset else data.train.source.name
     console.print(scan.stats.table(f"mask statistics · {name} · {cfg.mask.mask_strategy}"))
-    console.print(render_rich(processing, data.train[0], prompt_tail=12))
+    console.print(render_rich(processing, data.train[0], prompt_tail=12, marks=console.color_system is None))
     for warning in scan.stats.warnings():
         console.print(f"[yellow]warning:[/] {warning}")
     if scan.errors:
@@ -318,6 +337,7 @@ def train(
     eval_records: Any = None,
     trainable_token_ids: list[int] | None = None,
     on_start: Callable[[Path], None] | None = None,
+    decoded_eval_factory: Callable[..., Any] | None = None,
 ) -> TrainResult:
     """Train as configured; see the module docstring for what lands in ``cfg.run.output``.
 
@@ -333,6 +353,9 @@ def train(
         eval_records: Likewise instead of ``--eval-dataset``.
         trainable_token_ids: Added tokens whose embedding rows the adapter trains.
         on_start: Called with the output folder once it is this run's (to save more files).
+        decoded_eval_factory: Builds the decoded evaluation of ``--eval-generate``
+            (``model_garden.evaluation.decoded.decoded_eval_factory``; the CLI and
+            ``compare`` pass it: this layer cannot import evaluation).
     """
     console = console or Console(stderr=True)
     if (model is None) != (processing is None):
@@ -349,7 +372,11 @@ def train(
                 console.print(f"[yellow]resuming with a change:[/] {change}")
         resume = resume_point(cfg, out, console)
         model = setup_model(cfg, vision, model, trainable_token_ids)
-        trainer, signals = setup_trainer(cfg, model, data, out, console, callbacks)
+        decoded_eval = None
+        if decoded_eval_factory is not None and data.eval is not None:
+            budget = int(data.eval_scan.longest_reply * 1.25) + 16
+            decoded_eval = decoded_eval_factory(cfg, data.eval.codec, data.eval.source, budget)
+        trainer, signals = setup_trainer(cfg, model, data, out, console, callbacks, decoded_eval)
         _start(cfg, data, processing, out, console)
         if on_start is not None:
             on_start(out)
@@ -364,6 +391,7 @@ def train(
     save(cfg, trainer, processing, out)
     scan = data.scan
     history = trainer.state.log_history
+    evals = ([{**start_eval, "step": 0}] if start_eval else []) + [r for r in history if "eval_value_loss" in r]
     metrics = {
         "steps": trainer.state.global_step,
         "train_runtime_s": elapsed,
@@ -371,7 +399,9 @@ def train(
         "tokens_seen": trainer.state.num_input_tokens_seen,
         "tokens_per_s": trainer.state.num_input_tokens_seen / elapsed if elapsed else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "eval_value_loss": start_eval + [(r["step"], r["eval_value_loss"]) for r in history if "eval_value_loss" in r],
+        "eval_value_loss": [(r["step"], r["eval_value_loss"]) for r in evals if "eval_value_loss" in r],
+        "decoded_eval": [(r["step"], {k[5:]: v for k, v in r.items() if k[5:] in DECODED_KEYS}) for r in evals if "eval_field_accuracy" in r],
+        "best_checkpoint": trainer.state.best_model_checkpoint,
         "loss": [(r["step"], r["loss"]) for r in history if "loss" in r],
         "dropped_in_training": trainer.data_collator.dropped,
         "skipped_lines": len(scan.errors),

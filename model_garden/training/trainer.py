@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -92,6 +92,7 @@ class SelectiveLossSFTTrainer(Trainer):
         structural_keep_prob: float = 0.0,
         structural_schedule: tuple[float, float] | None = None,
         loss_chunk_size: int = DEFAULT_CHUNK,
+        decoded_eval: Callable[[Any], dict[str, float | None]] | None = None,
         **kwargs: Any,
     ):
         if tokenizer is not None:
@@ -102,6 +103,7 @@ class SelectiveLossSFTTrainer(Trainer):
         self.structural_keep_prob = structural_keep_prob
         self.structural_schedule = structural_schedule
         self.loss_chunk_size = loss_chunk_size
+        self.decoded_eval = decoded_eval
         self.model_accepts_loss_kwargs = True  # our compute_loss uses num_items_in_batch
 
     def _get_train_sampler(self, train_dataset=None):
@@ -240,13 +242,17 @@ class SelectiveLossSFTTrainer(Trainer):
             with self.autocast_smart_context_manager():
                 total += self.compute_loss(model, batch, num_items_in_batch=1.0).detach().float()
             weight += _weight_sum(batch).to(total.device)
-        if was_training:
-            model.train()
         if self.accelerator.num_processes > 1:
             # compute_loss multiplied each rank's sum by the number of processes
             total = self.accelerator.reduce(total / self.accelerator.num_processes, "sum")
             weight = self.accelerator.reduce(weight, "sum")
         metrics = {f"{metric_key_prefix}_value_loss": (total / weight.clamp_min(1e-8)).item()}
+        if self.decoded_eval is not None:
+            # Outside autocast, as predict decodes: the logged answers are predict's answers.
+            decoded = self.decoded_eval(model)
+            metrics.update({f"{metric_key_prefix}_{k}": v for k, v in decoded.items() if v is not None})
+        if was_training:
+            model.train()
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
