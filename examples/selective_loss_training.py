@@ -55,14 +55,17 @@ def main() -> None:
         batch_size=2,
         lr=1e-3,
         eval_steps=max(args.steps // 2, 1),
+        eval_generate=4,  # decoded field accuracy on 4 test forms at each evaluation
         report_to="none",
+        overwrite=True,  # the example may be run again into the same folder
     )
     console.print(f"value-token eval loss: {result.metrics['eval_value_loss']}")
+    console.print(f"decoded during training: {result.metrics['decoded_eval']}")
 
     # 4. Decode with the schema (schema.json beside the data) and evaluate.
     preds = args.out / "preds.jsonl"
-    predict(args.out / "adapter", test_file, preds, limit=args.eval_examples, batch_size=args.eval_examples, max_new_tokens=320)
-    report = evaluate_files(preds, test_file)
+    predict(args.out / "adapter", test_file, preds, limit=args.eval_examples, batch_size=args.eval_examples)
+    report = evaluate_files(preds, test_file, predicted_only=True)
     metrics = report["metrics"]
     console.print(json.dumps({k: metrics[k] for k in ("json_valid", "schema_valid", "field_accuracy", "f1", "cer")}, indent=2))
 

@@ -194,13 +194,14 @@ def load_processing(spec: str | None = None, *, vision: bool | None = None) -> A
     return transformers.AutoTokenizer.from_pretrained(path)
 
 
-def load_model(spec: str | None = None, *, vision: bool | None = None, dtype: Any = "float32") -> Any:
-    """Load a causal LM or an image-text-to-text model from a ``--base-model`` value."""
+def load_model(spec: str | None = None, *, vision: bool | None = None, dtype: Any = "float32", quantization: Any = None) -> Any:
+    """Load a causal LM or an image-text-to-text model from a ``--base-model`` value
+    (``quantization``: a transformers quantization config, e.g. QLoRA's 4-bit)."""
     path = resolve_model(spec)
     if vision is None:
         vision = is_vision_model(path)
     auto = transformers.AutoModelForImageTextToText if vision else transformers.AutoModelForCausalLM
-    return auto.from_pretrained(path, dtype=dtype)
+    return auto.from_pretrained(path, dtype=dtype, quantization_config=quantization)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ class VisionLanguageTrainer:
     Args:
         base_model: Alias, local folder, ``.gguf`` file or hub id.
         max_seq_length: Truncate examples to this many tokens.
-        load_in_4bit: QLoRA loading is not supported; True is refused rather than
-            silently training something else.
+        load_in_4bit: QLoRA: a 4-bit NF4 base (a CUDA GPU with bitsandbytes; refused
+            with a clear message elsewhere).
         dtype: Unused on CPU (bf16 autocast is chosen automatically); kept for the notes' API.
         use_selective_loss: Mask JSON structure (conservative) or, with patterns, train
             only the patterns' capture groups.
@@ -51,14 +51,13 @@ class VisionLanguageTrainer:
         semantic_token_patterns: list[str] | None = None,
         **options: Any,
     ):
-        if load_in_4bit:
-            raise ValueError("load_in_4bit is not supported: model-garden trains LoRA adapters on bf16/fp32 weights")
         self.base_model = base_model
         self.dtype = dtype
         self.options = dict(
             base_model=base_model,
             max_length=max_seq_length,
             use_selective_loss=use_selective_loss,
+            load_in_4bit=load_in_4bit,
             semantic_patterns=list(semantic_token_patterns or []),
             **options,
         )

@@ -94,6 +94,16 @@ def find_json_document(text: str) -> tuple[int, int] | None:
     Returns:
         ``(start, end)`` character offsets of the document, or ``None`` if there is none.
     """
+    stripped_start = len(text) - len(text.lstrip())
+    if text[stripped_start : stripped_start + 1] in ("{", "["):
+        # A reply that is one bare document (the common case) needs no search.
+        try:
+            _, end = _DECODER.raw_decode(text, stripped_start)
+        except ValueError:
+            pass
+        else:
+            if not text[end:].strip():
+                return stripped_start, end
     regions = [(m.start(1), m.end(1)) for m in _FENCE_RE.finditer(text)]
     regions.append((0, len(text)))
     for lo, hi in regions:

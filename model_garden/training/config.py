@@ -48,6 +48,7 @@ class ModelOptions:
         vision: Train a vision-language model (set by train-vision).
         full_finetune: Train all weights instead of a LoRA adapter.
         dtype: auto | bfloat16 | float16 | float32: weights of the base model (auto: the checkpoint's own on a GPU, float32 on a CPU, where bf16 autocast does the speed).
+        load_in_4bit: QLoRA: load the frozen base in 4-bit NF4 (bitsandbytes; a CUDA GPU only).
         bf16: auto | true | false: bf16 autocast (auto: when the CPU or GPU supports it).
         gradient_checkpointing: Recompute activations in backward to save memory (on by default, as in TRL; see docs/benchmarks.md).
     """
@@ -56,6 +57,7 @@ class ModelOptions:
     vision: bool = False
     full_finetune: bool = False
     dtype: str = "auto"
+    load_in_4bit: bool = False
     bf16: str = "auto"
     gradient_checkpointing: bool = True
 
@@ -234,6 +236,7 @@ class RunOptions:
         allow_changes: Options a resumed run may change, comma-separated (max_steps, epochs, save_steps, save_total_limit, eval_steps, merge, skip_bad_lines).
         report_to: tensorboard | wandb | none | ... (transformers integrations).
         merge: Also save the adapter merged into the base model (output/merged).
+        push_to_hub: Hub repository id (user/name) to upload the finished run to (needs a network and a token).
     """
 
     output: str = "outputs/run"
@@ -249,6 +252,7 @@ class RunOptions:
     allow_changes: list[str] = field(default_factory=list)
     report_to: str = "tensorboard"
     merge: bool = False
+    push_to_hub: str | None = None
 
     def __post_init__(self) -> None:
         _require([

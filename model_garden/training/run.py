@@ -17,6 +17,7 @@ Try it: ``model-garden train --dataset model_garden/assets/example.jsonl --max-s
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import resource
@@ -27,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from rich.console import Console
-from transformers import EarlyStoppingCallback, PrinterCallback, TrainingArguments, set_seed
+from transformers import BitsAndBytesConfig, EarlyStoppingCallback, PrinterCallback, TrainingArguments, set_seed
 from transformers.integrations import TensorBoardCallback
 
 from model_garden.data.sources import open_source
@@ -43,7 +44,7 @@ from model_garden.training.checkpoints import incomplete_reason, latest_complete
 from model_garden.training.collate import StructuredOutputDataCollator
 from model_garden.options import ConfigError
 from model_garden.training.config import TrainConfig
-from model_garden.training import run_folder
+from model_garden.training import model_card, run_folder
 from model_garden.training.data import MaskedDataset
 from model_garden.training.trainer import SelectiveLossSFTTrainer
 
@@ -91,6 +92,20 @@ def base_dtype(setting: str) -> Any:
     if setting == "auto":
         return "auto" if torch.cuda.is_available() else torch.float32
     return getattr(torch, setting)
+
+
+def quantization(cfg: TrainConfig) -> Any:
+    """QLoRA's 4-bit NF4 base (``--load-in-4bit``): only on a CUDA device with
+    bitsandbytes, refused with what is missing elsewhere."""
+    if not cfg.model.load_in_4bit:
+        return None
+    if cfg.model.full_finetune:
+        raise ConfigError("--load-in-4bit trains a LoRA adapter on a frozen 4-bit base; drop --full-finetune")
+    if not torch.cuda.is_available():
+        raise ConfigError("--load-in-4bit needs a CUDA GPU (bitsandbytes' 4-bit kernels); this machine has none: train in bf16/fp32 instead")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("--load-in-4bit needs bitsandbytes: pip install bitsandbytes")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
 
 
 def setup_processing(cfg: TrainConfig, processing: Any = None) -> tuple[Any, bool]:
@@ -158,7 +173,7 @@ def setup_model(cfg: TrainConfig, vision: bool, model: Any = None, trainable_tok
     layer gets the same rows), saved with it as full values.
     """
     if model is None:
-        model = load_model(cfg.model.base_model, vision=vision, dtype=base_dtype(cfg.model.dtype))
+        model = load_model(cfg.model.base_model, vision=vision, dtype=base_dtype(cfg.model.dtype), quantization=quantization(cfg))
     set_seed(cfg.optim.seed)  # the adapter's initial weights depend only on the seed
     if cfg.model.gradient_checkpointing:
         model.config.use_cache = False
@@ -180,6 +195,8 @@ def setup_model(cfg: TrainConfig, vision: bool, model: Any = None, trainable_tok
         trainable_token_indices=indices,
         task_type="CAUSAL_LM",
     )
+    if cfg.model.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
     model = get_peft_model(model, adapter)
     if cfg.model.gradient_checkpointing:
         model.enable_input_require_grads()
@@ -411,5 +428,8 @@ def train(
         "longest_reply_tokens": scan.longest_reply,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    model_card.write(cfg, out, model_card.load_stats(out), metrics)
+    if cfg.run.push_to_hub:
+        console.print(f"pushed to the Hub: {model_card.push(out, cfg.run.push_to_hub)}")
     console.print(f"[green]done:[/] {trainer.state.global_step} steps in {elapsed:.0f} s · saved to {out}")
     return TrainResult(out, metrics, False)
