@@ -114,7 +114,7 @@ def test_token_checks_with_a_tokenizer(tmp_path, smollm2_tokenizer):
 
 def test_cli_exit_codes(dataset, tmp_path):
     runner = CliRunner()
-    bad = runner.invoke(app, ["validate-data", str(dataset), "--strategy", "aggressive"])
+    bad = runner.invoke(app, ["validate-data", str(dataset), "--mask-strategy", "aggressive"])
     assert bad.exit_code == 1
     assert "train.jsonl:2:" in bad.output and "train.jsonl:12:" in bad.output and "train.jsonl:9:" not in bad.output
     good = tmp_path / "good.jsonl"

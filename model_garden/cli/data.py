@@ -3,15 +3,19 @@ and ``make-data sroie`` build the data sets."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from model_garden.cli.common import console, err_console, user_errors
+from model_garden.cli.masks import DATA_FLAGS, MASK_FLAGS, options
+from model_garden.cli.train import config_options
+from model_garden.training.config import DataOptions, MaskOptions
 
 make_data = typer.Typer(help="Build training data sets: synthetic forms, SROIE receipts.", no_args_is_help=True)
 
@@ -30,40 +34,25 @@ def _histogram(lengths, bins: int = 10, width: int = 40) -> Table:
     return table
 
 
-def validate_data(
-    file: Annotated[Path, typer.Argument(help="Dataset: JSONL, parquet/arrow/json file or folder, save_to_disk folder")],
-    base_model: Annotated[Optional[str], typer.Option(help="Also build every example with this model's tokenizer or processor (token lengths)")] = None,
-    mask_strategy: Annotated[str, typer.Option("--mask-strategy", "--strategy", help="none | conservative | moderate | aggressive | custom | schema-forced; the JSON ones need JSON replies")] = "none",
-    semantic_patterns: Annotated[Optional[list[str]], typer.Option(help="Regex (repeatable) for --mask-strategy custom")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Training's --max-length: examples must keep a trained token within it")] = None,
-    allow_remote_images: Annotated[bool, typer.Option(help="Accept http(s) image URLs (they are fetched)")] = False,
-    allow_outside_paths: Annotated[bool, typer.Option(help="Accept image paths outside the dataset's folder")] = False,
-    data_format: Annotated[str, typer.Option(help="auto | jsonl | parquet | arrow | json | disk")] = "auto",
-) -> None:
+def validate_data(file: Path, base_model: str | None = None, **kwargs: Any) -> None:
     """Check a dataset: every bad record with its reason, counts, token lengths, image sizes.
 
     Exits with 1 when a record is bad or the dataset is empty."""
     with user_errors():
         # Deferred so that `model-garden --help` does not import the tokenizer stack.
         from model_garden.data.images import ImagePolicy
-        from model_garden.masking import MaskConfig
         from model_garden.masking.scan import validate_dataset
+        from model_garden.models import load_processing
 
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"--max-length must be at least 1; got {max_length}")
-        cfg = MaskConfig(strategy=mask_strategy, semantic_patterns=tuple(semantic_patterns or ()))
-        processing = None
-        if base_model is not None:
-            from model_garden.models import load_processing
-
-            processing = load_processing(base_model)
-        policy = ImagePolicy(allow_remote=allow_remote_images, allow_outside_paths=allow_outside_paths)
+        _, data, mask = options(kwargs)
+        processing = load_processing(base_model) if base_model is not None else None
+        policy = ImagePolicy(allow_remote=data.allow_remote_images, allow_outside_paths=data.allow_outside_paths)
         start = time.perf_counter()
         with console.status(f"validating {file}"):
-            report = validate_dataset(file, processing, cfg, max_length, policy, format=data_format)
+            report = validate_dataset(file, processing, mask.mask_config(), data.max_length, policy, format=data.data_format)
         elapsed = time.perf_counter() - start
 
-    console.rule(f"{file} · strategy {mask_strategy}")
+    console.rule(f"{file} · strategy {mask.mask_strategy}")
     for message in report.messages:
         console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     counts = Table(title=f"checked in {elapsed:.1f} s")
@@ -84,6 +73,19 @@ def validate_data(
         err_console.print(f"[bold red]{len(report.errors)} bad record(s)[/] in {file}")
         raise typer.Exit(1)
     console.print(f"[green]{file}: no problem found in {report.records} records[/]")
+
+
+validate_data.__signature__ = inspect.Signature(
+    [
+        inspect.Parameter("file", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[Path, typer.Argument(help="Dataset: JSONL, parquet/arrow/json file or folder, save_to_disk folder")]),
+        inspect.Parameter(
+            "base_model", inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[Optional[str], typer.Option(help="Also build every example with this model's tokenizer or processor (token lengths)")],
+        ),
+        *config_options({"mask": MaskOptions}, only=MASK_FLAGS),
+        *config_options({"data": DataOptions}, only=DATA_FLAGS),
+    ]
+)
 
 
 def _written(files: dict[Path, int], unit: str) -> Table:

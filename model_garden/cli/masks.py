@@ -1,60 +1,92 @@
-"""``model-garden inspect-masks``: look at what a strategy trains, token by token."""
+"""``model-garden inspect-masks``: look at what a strategy trains, token by token. The
+masking and data flags are ``train``'s own (generated from ``MaskOptions`` and
+``DataOptions``), so they mean the same thing here."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Any
 
 import typer
 
 from model_garden.cli.common import BUNDLED_EXAMPLE, console, err_console, user_errors
+from model_garden.cli.train import config_options
+from model_garden.options import build
+from model_garden.training.config import DataOptions, MaskOptions, ModelOptions
+
+MASK_FLAGS = {"mask_strategy", "semantic_patterns", "structural_weight", "train_on", "schema"}
+DATA_FLAGS = {"max_length", "allow_remote_images", "allow_outside_paths", "data_format"}
 
 
-def inspect_masks(
-    dataset: Annotated[Path, typer.Option(help="Dataset (JSONL, parquet/arrow/json, save_to_disk folder); default: a bundled example")] = BUNDLED_EXAMPLE,
-    base_model: Annotated[str, typer.Option(help="Alias, .gguf file, HF directory or hub id")] = "smollm2-135m",
-    mask_strategy: Annotated[str, typer.Option("--mask-strategy", "--strategy", help="none | conservative | moderate | aggressive | custom | schema-forced")] = "conservative",
-    semantic_patterns: Annotated[Optional[list[str]], typer.Option(help="Regex (repeatable) for --mask-strategy custom")] = None,
-    structural_weight: Annotated[float, typer.Option(help="Weight of masked structural tokens (0 = masked)")] = 0.0,
-    train_on: Annotated[str, typer.Option(help="all_assistant | last_assistant")] = "all_assistant",
-    max_length: Annotated[Optional[int], typer.Option(help="Truncate examples to this many tokens")] = None,
-    index: Annotated[int, typer.Option(help="Which example to show (0-based)")] = 0,
-    limit: Annotated[Optional[int], typer.Option(help="Summarise only the first N examples")] = None,
-    html: Annotated[Optional[Path], typer.Option(help="Also write the example as an HTML page here")] = None,
-    allow_remote_images: Annotated[bool, typer.Option(help="Fetch http(s) images")] = False,
-    allow_outside_paths: Annotated[bool, typer.Option(help="Allow image paths outside the dataset folder")] = False,
-    data_format: Annotated[str, typer.Option(help="auto | jsonl | parquet | arrow | json | disk")] = "auto",
-) -> None:
-    """Show one example coloured by trained / weighted / masked tokens, and a summary
-    table over the dataset: tokens per class, percent trained, fallbacks, drops."""
+@dataclasses.dataclass
+class InspectOptions:
+    """What to show.
+
+    Attributes:
+        dataset: Dataset (JSONL, parquet/arrow/json, save_to_disk folder); default: a bundled example.
+        index: Which example to show (0-based).
+        limit: Summarise only the first N examples.
+        html: Also write the example as an HTML page here.
+    """
+
+    dataset: str = str(BUNDLED_EXAMPLE)
+    index: int = 0
+    limit: int | None = None
+    html: str | None = None
+
+
+def options(kwargs: dict[str, Any]) -> tuple[ModelOptions, DataOptions, MaskOptions]:
+    """The model, data and mask groups from a command's flags (None: not given)."""
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    pick = lambda cls: build(cls, {k: v for k, v in given.items() if k in {f.name for f in dataclasses.fields(cls)}})  # noqa: E731
+    return pick(ModelOptions), pick(DataOptions), pick(MaskOptions)
+
+
+def inspect_masks(**kwargs: Any) -> None:
+    """Show one example coloured by trained / weighted / masked tokens (brackets without
+    colours), and a summary table over the dataset: tokens per class, percent trained,
+    fallbacks, drops."""
     with user_errors():
         # Deferred so that `model-garden --help` does not import the tokenizer stack.
         from model_garden.data.sources import SampleView, open_source
-        from model_garden.masking import ChatCodec, MaskConfig
+        from model_garden.masking import ChatCodec
         from model_garden.masking.inspect import render_html, render_rich
         from model_garden.masking.scan import scan
         from model_garden.models import load_processing
 
-        cfg = MaskConfig(
-            strategy=mask_strategy, semantic_patterns=tuple(semantic_patterns or ()), structural_weight=structural_weight, train_on=train_on
-        )
-        source = open_source(dataset, format=data_format)
-        if not 0 <= index < len(source):
-            raise ValueError(f"--index {index} is out of range: {dataset} has {len(source)} examples")
+        own = build(InspectOptions, {k: kwargs.pop(k) for k in list(kwargs) if k in {f.name for f in dataclasses.fields(InspectOptions)} and kwargs[k] is not None})
+        model, data, mask = options(kwargs)
+        cfg = mask.mask_config()
+        source = open_source(own.dataset, format=data.data_format)
+        if not 0 <= own.index < len(source):
+            raise ValueError(f"--index {own.index} is out of range: {own.dataset} has {len(source)} examples")
         codec = ChatCodec.for_data(
-            load_processing(base_model), dataset, allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths
+            load_processing(model.base_model), own.dataset, allow_remote_images=data.allow_remote_images,
+            allow_outside_paths=data.allow_outside_paths, schema_file=mask.schema,
         )
-        report = scan(SampleView(source, limit), codec, cfg, max_length, name=str(dataset))
+        report = scan(SampleView(source, own.limit), codec, cfg, data.max_length, name=own.dataset)
         report.raise_errors("--limit to look at fewer records")
-        shown = codec.encode_train(source.sample(index), cfg, max_length=max_length)
-        console.rule(f"{source.where(index)} · strategy {mask_strategy}")
+        shown = codec.encode_train(source.sample(own.index), cfg, max_length=data.max_length)
+        console.rule(f"{source.where(own.index)} · strategy {mask.mask_strategy}")
         console.print(render_rich(codec.processing, shown, marks=console.color_system is None))
-        console.print(report.stats.table(f"mask statistics · {dataset.name} · {mask_strategy}"))
+        console.print(report.stats.table(f"mask statistics · {Path(own.dataset).name} · {mask.mask_strategy}"))
         for warning in report.stats.warnings():
             err_console.print(f"[yellow]warning:[/] {warning}")
-        if html:
-            html.write_text(render_html(codec.processing, shown, f"{source.where(index)} · {mask_strategy}"), encoding="utf-8")
-            console.print(f"wrote {html}")
+        if own.html:
+            Path(own.html).write_text(render_html(codec.processing, shown, f"{source.where(own.index)} · {mask.mask_strategy}"), encoding="utf-8")
+            console.print(f"wrote {own.html}")
+
+
+inspect_masks.__signature__ = inspect.Signature(
+    [
+        *config_options({"inspect": InspectOptions}),
+        *config_options({"model": ModelOptions}, only={"base_model"}),
+        *config_options({"mask": MaskOptions}, only=MASK_FLAGS),
+        *config_options({"data": DataOptions}, only=DATA_FLAGS),
+    ]
+)
 
 
 def register(app: typer.Typer) -> None:

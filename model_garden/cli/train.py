@@ -37,15 +37,18 @@ CONFIG_OPTION = inspect.Parameter(
 )
 
 
-def config_options(groups: dict[str, type], skip: set[str] | frozenset[str] = frozenset(), *, csv: bool = False) -> list[inspect.Parameter]:
-    """One option per field of each option group, help from the field's doc, shown in a
-    panel per group. Each defaults to None (not given), so the YAML file and the defaults
-    apply. With ``csv``, list fields take one comma-separated value (``--seeds 0,1``)."""
+def config_options(
+    groups: dict[str, type], skip: set[str] | frozenset[str] = frozenset(), *, csv: bool = False, only: set[str] | None = None
+) -> list[inspect.Parameter]:
+    """One option per field of each option group (or only the fields named in ``only``),
+    help from the field's doc, shown in a panel per group. Each defaults to None (not
+    given), so the YAML file and the defaults apply. With ``csv``, list fields take one
+    comma-separated value (``--seeds 0,1``)."""
     params = []
     for group, cls in groups.items():
         hints, docs = typing.get_type_hints(cls), field_docs(cls)
         for f in dataclasses.fields(cls):
-            if f.name in skip:
+            if f.name in skip or (only is not None and f.name not in only):
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             if csv and isinstance(default, list):

@@ -1,0 +1,49 @@
+"""The options of ``model-garden predict`` (its flags are generated from these fields).
+
+Try it: ``model-garden predict --help``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class PredictOptions:
+    """What to predict, with which model and engine.
+
+    Attributes:
+        model: Training output folder, Hugging Face model folder, a --base-model value, or an export (with --engine).
+        dataset: Dataset (JSONL, parquet/arrow/json, save_to_disk folder); a final assistant reply is ignored.
+        out: Predictions JSONL to write (replaced only when complete; OUT.meta.json beside it).
+        schema: JSON Schema file; default: the dataset's schema.json, or the schema each record carries.
+        constrained: Constrain replies to the schema (--no-constrained: decode freely).
+        batch_size: Prompts generated together.
+        max_new_tokens: Generation budget per reply (default: the run's longest training reply + 25% + 16, else 256).
+        limit: Only the first N records.
+        threads: torch (or ONNX Runtime) threads (default: the cores the load average leaves free).
+        resume: Continue OUT.partial, left by an interrupted run, from its last complete line.
+        data_format: auto | jsonl | parquet | arrow | json | disk.
+        allow_remote_images: Fetch http(s) images.
+        allow_outside_paths: Allow image paths outside the dataset folder.
+        engine: hf (transformers, any model) | onnxruntime-genai (a --format onnx export) | vllm (a --format merged export, GPU).
+    """
+
+    model: str = ""
+    dataset: str = ""
+    out: str = "preds.jsonl"
+    schema: str | None = None
+    constrained: bool = True
+    batch_size: int = 8
+    max_new_tokens: int | None = None
+    limit: int | None = None
+    threads: int | None = None
+    resume: bool = False
+    data_format: str = "auto"
+    allow_remote_images: bool = False
+    allow_outside_paths: bool = False
+    engine: str = "hf"
+
+    def __post_init__(self) -> None:
+        if not self.model or not self.dataset:
+            raise ValueError("--model and --dataset are required")
