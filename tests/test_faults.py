@@ -154,3 +154,34 @@ def test_killed_and_failed_saves_resume_to_the_uninterrupted_weights(tmp_path, t
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [json.loads(line)["step"] for line in (tmp_path / "straight/log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 4]
     assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-3", "checkpoint-4"]
+
+
+def test_predict_killed_midway_keeps_the_old_file_and_resumes(tmp_path, tiny_model_dir):
+    """SIGKILL while predicting: the earlier predictions file is untouched, the partial one
+    holds complete lines, and ``--resume`` finishes it with the replies a fresh run gives."""
+    import time
+
+    rows = [{"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": "{}"}]} for i in range(8)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "p.jsonl"
+    out.write_text("earlier results\n")
+    partial = tmp_path / "p.jsonl.partial"
+    common = ["--no-constrained", "--max-new-tokens", "120", "--batch-size", "1", "--threads", "1"]
+    command = [sys.executable, "-m", "model_garden", "predict", "--model", str(tiny_model_dir), "--dataset", str(data)]
+    args = [*command, "--out", str(out), *common]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not partial.is_file() or partial.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert out.read_text() == "earlier results\n"
+    done = partial.read_text().count("\n")
+    assert 2 <= done < 8, done
+    assert all(json.loads(line)["line"] == i + 1 for i, line in enumerate(partial.read_text().splitlines()))
+    subprocess.run([*args, "--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = out.read_text()
+    fresh = tmp_path / "fresh.jsonl"
+    subprocess.run([*command, "--out", str(fresh), *common], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert resumed == fresh.read_text() and resumed.count("\n") == 8 and not partial.exists()
