@@ -185,3 +185,25 @@ def test_predict_killed_midway_keeps_the_old_file_and_resumes(tmp_path, tiny_mod
     fresh = tmp_path / "fresh.jsonl"
     subprocess.run([*command, "--out", str(fresh), *common], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert resumed == fresh.read_text() and resumed.count("\n") == 8 and not partial.exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, tiny_model_dir):
+    """A cluster's SIGTERM: the step ends, a checkpoint is saved, the exit code is 128 + 15."""
+    import signal
+    import time
+
+    rows = [{"messages": [{"role": "user", "content": f"q {i}"}, {"role": "assistant", "content": f'{{"n": {i}}}'}]} for i in range(8)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "model_garden", "train", "--base-model", str(tiny_model_dir), "--dataset", str(data), "--output", str(out),
+            "--max-steps", "100000", "--batch-size", "2", "--bf16", "false", "--report-to", "none", "--logging-steps", "1", "--save-steps", "100000"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.is_file() and log.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    checkpoints = [p.name for p in (out / "checkpoints").iterdir()]
+    assert len(checkpoints) == 1 and checkpoints[0].startswith("checkpoint-")
