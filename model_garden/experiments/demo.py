@@ -3,7 +3,7 @@
 Makes the synthetic vehicle-registration forms, runs a short ``compare`` of response-only
 loss against one selective strategy with the embedded SmolLM2-135M, decodes the held-out
 forms with schema-constrained decoding, and prints the comparison table and the report
-path. Sized for 2 CPU cores: 7 minutes where the CPU has bf16 (AVX512-BF16 or AMX), 29
+path. Sized for 2 CPU cores: 7-13 minutes where the CPU has bf16 (AVX512-BF16 or AMX), 29
 without (training falls back to fp32); the numbers of so short a run
 say that the pipeline works, not which strategy wins (see docs/results/ for that).
 """
