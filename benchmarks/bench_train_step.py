@@ -51,13 +51,13 @@ def step_times(steps: int, batch: int, seq: int) -> dict[str, float]:
     from peft import LoraConfig, get_peft_model
 
     from model_garden.models import load_model, load_processing
-    from model_garden.training.run import DEFAULT_LORA_TARGET, _use_bf16
+    from model_garden.training.model_setup import DEFAULT_LORA_TARGET, use_bf16
     from model_garden.training.trainer import loss_at_output_layer, output_layer
 
     tok = load_processing("smollm2-135m")
     model = get_peft_model(load_model("smollm2-135m"), LoraConfig(r=16, lora_alpha=32, target_modules=DEFAULT_LORA_TARGET, task_type="CAUSAL_LM"))
     model.train()
-    bf16 = _use_bf16("auto")
+    bf16 = use_bf16("auto")
     batches = {s: _batch(tok, s, batch, seq) for s in STRATEGIES}
     head = output_layer(model)
 

@@ -19,7 +19,8 @@ from model_garden.inference.predict import load_for_inference
 from model_garden.options import ConfigError
 from model_garden.training import model_card
 from model_garden.training.config import TrainConfig
-from model_garden.training.run import quantization, train
+from model_garden.training.model_setup import quantization
+from model_garden.training.run import train
 
 ROWS = [{"messages": [{"role": "user", "content": f"{i} apples. JSON?"}, {"role": "assistant", "content": json.dumps({"fruit": "apple", "n": i})}]} for i in range(6)]
 
