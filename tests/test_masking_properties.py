@@ -78,7 +78,7 @@ _values = st.recursive(
 )
 documents = st.one_of(st.dictionaries(_strings, _values, min_size=1, max_size=4), st.lists(_values, min_size=1, max_size=3))
 layouts = st.sampled_from(
-    [dict(separators=(",", ":")), dict(), dict(indent=2), dict(ensure_ascii=False), dict(ensure_ascii=False, indent=2)]
+    [dict(separators=(",", ":")), dict(), dict(indent=2), dict(separators=(" ,", " : ")), dict(ensure_ascii=False), dict(ensure_ascii=False, indent=2)]
 )
 wrappers = st.sampled_from(["{}", "```json\n{}\n```", "Here is the extracted data:\n{}", "Voilà le résultat : {}"])
 prompts = st.one_of(_nfc.filter(str.strip), st.sampled_from(["Extract the fields as JSON.", "Quel est le total ?", "OCR:\nTOTAL 9.00\nDATE 25/12/2018"]))

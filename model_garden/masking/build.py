@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import weakref
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -154,7 +155,8 @@ def _tail_spans(
         return None
     base = len(raw) - int(from_end[count - 1])  # the window's first byte
     try:
-        if base < 0 or b"".join(map(pieces.__getitem__, ids[n - count :])) != raw[base:]:
+        window = itemgetter(*ids[n - count :])(pieces)  # one token: its bytes, not a tuple
+        if base < 0 or (window if count == 1 else b"".join(window)) != raw[base:]:
             return None
     except TypeError:  # a token without bytes
         return None
