@@ -151,8 +151,27 @@ def test_compare_refuses_bad_configs():
     train = TrainConfig.from_options(dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE))
     with pytest.raises(ValueError, match="--strategies has duplicates"):
         CompareConfig(train=train, strategies=["none", "none"])
-    with pytest.raises(ValueError, match="--strategies: .bogus. is not one of none"):
+    with pytest.raises(ValueError, match="--strategies: .bogus. is not STRATEGY.*one of none"):
         CompareConfig(train=train, strategies=["none", "bogus"])
+    with pytest.raises(ValueError, match="--strategies: .moderate@x. is not STRATEGY"):
+        CompareConfig(train=train, strategies=["none", "moderate@x"])
+    with pytest.raises(ValueError, match="--structural-weight must be in"):
+        CompareConfig(train=train, strategies=["none", "moderate@1.5"])
+
+
+def test_arms_set_structural_weight_or_schedule_per_run():
+    """``moderate@0.1`` and ``moderate@linear:1.0->0.0`` are runs of their own, with
+    folder names a file system takes; a bare strategy keeps the shared options."""
+    train = TrainConfig.from_options(dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE), structural_weight=0.2)
+    cfg = CompareConfig(train=train, strategies=["none", "moderate", "moderate@0.1", "moderate@linear:1.0->0.0"], out="o")
+    runs = {arm: cfg.run_config(arm, 3) for arm in cfg.strategies}
+    assert [(r.mask.mask_strategy, r.mask.structural_weight, r.mask.structural_weight_schedule) for r in runs.values()] == [
+        ("none", 0.2, None), ("moderate", 0.2, None), ("moderate", 0.1, None), ("moderate", 0.2, "linear:1.0->0.0"),
+    ]
+    assert runs["moderate@linear:1.0->0.0"].mask.schedule() == (1.0, 0.0)
+    assert [Path(r.run.output).name for r in runs.values()] == [
+        "none-seed3", "moderate-seed3", "moderate@0.1-seed3", "moderate@linear1.0to0.0-seed3",
+    ]
 
 
 @pytest.mark.integration

@@ -28,7 +28,7 @@ from rich.console import Console
 
 from model_garden.evaluation import evaluate_files
 from model_garden.evaluation.decoded import decoded_eval_factory
-from model_garden.experiments.options import CompareOptions
+from model_garden.experiments.options import CompareOptions, arm_folder, parse_arm
 from model_garden.experiments.report import summarize, write_report
 from model_garden.inference.predict import predict
 from model_garden.models import load_processing
@@ -52,14 +52,21 @@ class CompareConfig(CompareOptions):
         for s in self.strategies:  # fail before hours of training, not after
             self.run_config(s, self.seeds[0] if self.seeds else 0)
 
-    def run_config(self, strategy: str, seed: int) -> TrainConfig:
-        """The training configuration of one run."""
+    def run_config(self, arm: str, seed: int) -> TrainConfig:
+        """The training configuration of one run of an arm (see ``parse_arm``)."""
+        strategy, weight, schedule = parse_arm(arm)
+        overrides: dict[str, Any] = {}
+        if weight is not None:
+            overrides.update(structural_weight=weight, structural_weight_schedule=None)
+        if schedule is not None:
+            overrides.update(structural_weight_schedule=schedule)
         return self.train.replace(
             mask_strategy=strategy,
             use_selective_loss=False,
             seed=seed,
-            output=str(Path(self.out) / "runs" / f"{strategy}-seed{seed}"),
+            output=str(Path(self.out) / "runs" / f"{arm_folder(arm)}-seed{seed}"),
             resume=None,
+            **overrides,
         )
 
 
@@ -106,6 +113,9 @@ def _shared_with(cfg: CompareConfig, strategy: str, seed: int) -> str | None:
     mine = None
     for other in cfg.strategies[: cfg.strategies.index(strategy)]:
         if not _run_finished(cfg, other, seed) or (Path(cfg.run_config(other, seed).run.output) / "same_as.json").is_file():
+            continue
+        # A schedule changes the weights during training, which the masks do not show.
+        if cfg.run_config(other, seed).mask.structural_weight_schedule != cfg.run_config(strategy, seed).mask.structural_weight_schedule:
             continue
         mine = mine or mask_fingerprint(cfg.run_config(strategy, seed))
         theirs = mask_fingerprint(cfg.run_config(other, seed))

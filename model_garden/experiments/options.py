@@ -6,11 +6,36 @@ Try it: ``model-garden compare --help``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from model_garden.masking.strategies import STRATEGIES
 
 DECODINGS = ("constrained", "free")
+_ARM_RE = re.compile(r"^(?P<strategy>[a-z-]+)(?:@(?:(?P<weight>[0-9.]+)|(?P<schedule>linear:[0-9.]+->[0-9.]+)))?$")
+
+
+def parse_arm(arm: str) -> tuple[str, float | None, str | None]:
+    """``STRATEGY``, ``STRATEGY@WEIGHT`` or ``STRATEGY@linear:A->B`` as ``(strategy,
+    structural weight or None, schedule or None)``; None keeps the shared training option."""
+    m = _ARM_RE.match(arm)
+    if m is None or m["strategy"] not in STRATEGIES:
+        raise ValueError(
+            f"--strategies: {arm!r} is not STRATEGY, STRATEGY@WEIGHT or STRATEGY@linear:A->B with STRATEGY one of {', '.join(STRATEGIES)}"
+        )
+    weight = None
+    if m["weight"] is not None:
+        try:
+            weight = float(m["weight"])
+        except ValueError:
+            raise ValueError(f"--strategies: {arm!r}: {m['weight']!r} is not a number") from None
+    return m["strategy"], weight, m["schedule"]
+
+
+def arm_folder(arm: str) -> str:
+    """A run folder name for an arm (no ``:`` or ``>``): ``moderate@linear:1.0->0.0`` is
+    ``moderate@linear1.0to0.0``."""
+    return arm.replace("->", "to").replace(":", "")
 
 
 @dataclass
@@ -18,7 +43,7 @@ class CompareOptions:
     """What to compare.
 
     Attributes:
-        strategies: Mask strategies, comma-separated; the first is the baseline.
+        strategies: Arms, comma-separated; the first is the baseline. An arm is a mask strategy, optionally with its structural weight (moderate@0.1) or schedule (moderate@linear:1.0->0.0).
         seeds: Seeds, comma-separated; one run per strategy and seed.
         out: Output folder (runs, report.md, plots).
         decodings: constrained and/or free decoding for the final evaluation.
@@ -44,9 +69,8 @@ class CompareOptions:
             raise ValueError("--strategies must name at least one strategy")
         if len(set(self.strategies)) != len(self.strategies):
             raise ValueError(f"--strategies has duplicates: {self.strategies}")
-        for s in self.strategies:
-            if s not in STRATEGIES:
-                raise ValueError(f"--strategies: {s!r} is not one of {', '.join(STRATEGIES)}")
+        for arm in self.strategies:
+            parse_arm(arm)
         if not self.seeds:
             raise ValueError("--seeds must name at least one seed")
         for d in self.decodings:
