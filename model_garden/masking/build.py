@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from model_garden.masking.render import Conversation, render_chat
+from model_garden.masking.conversation import Conversation
+from model_garden.masking.render import render_chat
 from model_garden.masking.schema_forced import forced_tokens
 from model_garden.models import is_processor
 from model_garden.masking.json_spans import KEY, KEY_QUOTE, LITERAL, NUMBER, OTHER, PUNCT, STRING, VALUE_QUOTE, WHITESPACE

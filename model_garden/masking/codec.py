@@ -32,7 +32,8 @@ from model_garden.data.sample import Sample
 from model_garden.data.schema import dataset_schema, record_schema
 from model_garden.data.sources import base_dir_of
 from model_garden.masking.build import encode_conversation, encode_ids, encode_multimodal
-from model_garden.masking.render import Conversation, normalize, render_prompt
+from model_garden.masking.conversation import Conversation, normalize
+from model_garden.masking.render import render_prompt
 from model_garden.masking.strategies import MaskConfig
 from model_garden.models import is_processor, text_tokenizer
 
