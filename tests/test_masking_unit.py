@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from model_garden.masking import MaskConfig, MaskingError, build_example, json_spans
-from model_garden.masking.build import _tail_spans, _token_bytes, token_spans
+from model_garden.masking.tokens import _tail_spans, _token_bytes, token_spans
 from model_garden.masking.inspect import MaskStats
 from model_garden.testing import qwen_tokenizer, sentencepiece_tokenizer
 

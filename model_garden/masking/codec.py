@@ -31,7 +31,8 @@ from model_garden.data.images import ImagePolicy, load_image
 from model_garden.data.sample import Sample
 from model_garden.data.schema import dataset_schema, record_schema
 from model_garden.data.sources import base_dir_of
-from model_garden.masking.build import encode_conversation, encode_ids, encode_multimodal
+from model_garden.masking.build import encode_conversation
+from model_garden.masking.tokens import encode_ids, encode_multimodal
 from model_garden.masking.conversation import Conversation, normalize
 from model_garden.masking.render import render_prompt
 from model_garden.masking.strategies import MaskConfig

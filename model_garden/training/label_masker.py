@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from model_garden.masking import MaskConfig, build_example
-from model_garden.masking.build import _special_ids, any_char, token_spans
+from model_garden.masking.tokens import any_char, special_ids, token_spans
 from model_garden.masking.strategies import reply_char_masks, selective_strategy
 
 
@@ -34,7 +34,7 @@ class LabelMasker:
         self.tokenizer = tokenizer
         self.cfg = cfg or MaskConfig(strategy=selective_strategy(True, (), conservative))
         self.fallbacks = 0
-        self._special = _special_ids(tokenizer)
+        self._special = special_ids(tokenizer)
 
     def mask_row(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[float]]:
         """Masked labels and weights for one sequence."""
