@@ -17,7 +17,7 @@ constrained by the same schema. Reported per engine: the tokens per second of wh
 ``generate`` calls (prefill included, as a user sees them); the prefill time, from a call
 that makes one token; the decoding speed without it; and how many replies equal the
 ``hf`` engine's. ONNX Runtime GenAI runs on exports of ``--model`` made for the run
-(``--quantize fp32 int4``). Both engines get ``--threads`` threads (default: the cores the
+(``--quantize fp32 int8 int4``). Both engines get ``--threads`` threads (default: the cores the
 load average leaves idle, as ``predict`` does).
 
 Run: ``.venv/bin/python benchmarks/bench_decode.py --engine hf onnxruntime-genai [--threads 1]``
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--engine", nargs="+", choices=["hf", "onnxruntime-genai"],
                         help="compare these engines' constrained tokens/s instead")
-    parser.add_argument("--quantize", nargs="+", choices=["fp32", "int4"], default=["fp32", "int4"],
+    parser.add_argument("--quantize", nargs="+", choices=["fp32", "int8", "int4"], default=["fp32", "int8", "int4"],
                         help="ONNX Runtime GenAI exports to time (with --engine)")
     parser.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (with --engine); default: the idle cores")
     parser.add_argument("--model", default="smollm2-135m", help="run or model to time (with --engine)")

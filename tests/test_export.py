@@ -158,7 +158,7 @@ def test_flags_and_folders_are_checked_before_any_work(run_dir, tmp_path):
         (dict(format="tflite"), "--format tflite"),
         (dict(format="merged", quantize="int4"), "--quantize applies to --format onnx"),
         (dict(format="onnx", dtype="float16"), "--dtype does not apply to --format onnx"),
-        (dict(format="onnx", quantize="q8_0"), "--quantize q8_0: --format onnx takes int4 or fp32"),
+        (dict(format="onnx", quantize="q8_0"), "--quantize q8_0: --format onnx takes int8, int4, fp32"),
         (dict(format="gguf", quantize="int4"), "--quantize int4: --format gguf takes q8_0"),
         (dict(format="gguf", dtype="float16", quantize="q8_0"), "not both"),
         (dict(dtype="fp8"), "--dtype fp8"),
@@ -237,7 +237,7 @@ def test_onnx_runtime_genai_refuses_a_schema_it_cannot_enforce(onnx_fp32, prompt
 def test_onnx_int4_export_decodes_valid_json(run_dir, tmp_path, prompt_ids):
     from model_garden.inference.engines import generate_ort
 
-    out = export(run_dir, tmp_path / "int4", "onnx")
+    out = export(run_dir, tmp_path / "int4", "onnx", quantize="int4")
     # At fp32 the embedding and the output layer (49152x64 each) take 25 MB.
     assert sum(p.stat().st_size for p in out.iterdir()) < 20e6
     for reply, n in generate_ort(out, prompt_ids, [SCHEMA] * len(prompt_ids), 24, threads=1):

@@ -16,7 +16,7 @@ def export(
     out: Annotated[Path, typer.Option(help="Folder to write (must not exist or be empty)")],
     format: Annotated[str, typer.Option(help="merged (safetensors), onnx (ONNX Runtime GenAI) or gguf (llama.cpp)")] = "merged",
     dtype: Annotated[Optional[str], typer.Option(help="merged and gguf: bfloat16 (merged default), float16, float32")] = None,
-    quantize: Annotated[Optional[str], typer.Option(help="onnx: int4 (default) or fp32; gguf: q8_0 (default)")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="onnx: int8 (default), int4 or fp32; gguf: q8_0 (default)")] = None,
     schema: Annotated[Optional[Path], typer.Option(help="Reply JSON schema file; default: the run's own (its dataset's)")] = None,
     llama_cpp: Annotated[Optional[Path], typer.Option(help="gguf: a llama.cpp checkout whose convert_hf_to_gguf.py to use")] = None,
 ) -> None:

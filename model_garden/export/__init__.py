@@ -5,8 +5,8 @@
 * ``merged``: base plus adapter in safetensors at ``dtype`` (default bfloat16), with the
   tokenizer or processor, loadable by ``AutoModelForCausalLM`` /
   ``AutoModelForImageTextToText`` and by vLLM;
-* ``onnx``: ONNX Runtime GenAI's model builder on the merged weights, ``quantize`` int4
-  (default) or fp32, for CPU and edge serving (``model_garden.inference.engines``);
+* ``onnx``: ONNX Runtime GenAI's model builder on the merged weights, ``quantize`` int8
+  (default), int4 or fp32, for CPU and edge serving (``model_garden.inference.engines``);
 * ``gguf``: llama.cpp's own ``convert_hf_to_gguf.py`` on the merged weights (q8_0 by
   default, or f32/f16/bf16 through ``dtype``), for llama.cpp and Ollama.
 
@@ -38,7 +38,7 @@ from model_garden.inference.predict import load_for_inference
 
 FORMATS = ("merged", "onnx", "gguf")
 DTYPES = ("bfloat16", "float16", "float32")
-ONNX_PRECISIONS = ("int4", "fp32")
+ONNX_PRECISIONS = ("int8", "int4", "fp32")
 GGUF_QUANTS = ("q8_0",)
 GGUF_TYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 SCHEMA_FILE = "schema.json"
@@ -81,14 +81,14 @@ def _options(format: str, dtype: str | None, quantize: str | None) -> tuple[str 
         raise ValueError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     if format == "merged":
         if quantize is not None:
-            raise ValueError("--quantize applies to --format onnx (int4|fp32) and gguf (q8_0); a merged model takes --dtype")
+            raise ValueError("--quantize applies to --format onnx (int8|int4|fp32) and gguf (q8_0); a merged model takes --dtype")
         return dtype or "bfloat16", None
     if format == "onnx":
         if dtype is not None:
-            raise ValueError("--dtype does not apply to --format onnx; its precision is --quantize int4|fp32")
+            raise ValueError("--dtype does not apply to --format onnx; its precision is --quantize int8|int4|fp32")
         if quantize not in (None, *ONNX_PRECISIONS):
-            raise ValueError(f"--quantize {quantize}: --format onnx takes {' or '.join(ONNX_PRECISIONS)}")
-        return None, quantize or "int4"
+            raise ValueError(f"--quantize {quantize}: --format onnx takes {', '.join(ONNX_PRECISIONS)}")
+        return None, quantize or "int8"
     if quantize not in (None, *GGUF_QUANTS):
         raise ValueError(f"--quantize {quantize}: --format gguf takes {' or '.join(GGUF_QUANTS)} (4-bit GGUF needs llama.cpp's compiled llama-quantize)")
     if dtype is not None and quantize is not None:
@@ -124,7 +124,7 @@ def export(
         out: The folder to write; it must not exist or be empty.
         format: ``merged``, ``onnx`` or ``gguf``.
         dtype: Weights of a merged model (bfloat16, float16, float32) or a GGUF file.
-        quantize: ``int4``/``fp32`` for ONNX, ``q8_0`` for GGUF.
+        quantize: ``int8`` (default), ``int4`` or ``fp32`` for ONNX, ``q8_0`` for GGUF.
         schema: A JSON schema file for the replies; default the run's own.
         llama_cpp: A llama.cpp checkout whose ``convert_hf_to_gguf.py`` to use for GGUF;
             default the one in the pinned ``llama-cpp-python`` source distribution.
