@@ -183,8 +183,8 @@ def test_cli_export(run_dir, tmp_path):
     result = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "m"), "--dtype", "float16"])
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and (tmp_path / "m" / "schema.json").is_file()
-    result = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "o"), "--format", "onnx", "--quantize", "int8"])
-    assert result.exit_code == 2 and "--quantize int8" in result.output
+    result = runner.invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "o"), "--format", "onnx", "--quantize", "int2"])
+    assert result.exit_code == 2 and "--quantize int2" in result.output
 
 
 @pytest.fixture(scope="module")
