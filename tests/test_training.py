@@ -148,8 +148,9 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, tiny_model_dir):
     data = _dataset(tmp_path, 6)
-    common = dict(batch_size=2, max_steps=6, optim="adamw_torch", lr=1e-3, structural_keep_prob=0.3, max_grad_norm=1.0)
-    train(_cfg(tiny_model_dir, data, tmp_path / "straight", **common))
+    common = dict(batch_size=2, max_steps=6, optim="adamw_torch", lr=1e-3, structural_keep_prob=0.3, max_grad_norm=1.0,
+                  eval_dataset=str(data), eval_steps=2)
+    straight = train(_cfg(tiny_model_dir, data, tmp_path / "straight", **common))
     first = train(_cfg(tiny_model_dir, data, tmp_path / "resumed", **common), callbacks=[InterruptAt(3)])
     assert first.interrupted
     stopped = first.metrics["interrupted_at_step"]
@@ -160,6 +161,10 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, tiny_model_
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6), name
+    # The eval curve keeps its step-0 point across the resume.
+    want, got = straight.metrics["eval_value_loss"], second.metrics["eval_value_loss"]
+    assert [s for s, _ in got] == [s for s, _ in want] == [0, 2, 4, 6]
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-5)
 
 
 def test_weight_policy_keep_prob_and_schedule(tmp_path, tiny_model_dir):

@@ -213,13 +213,27 @@ def resume_point(cfg: TrainConfig, out: Path, console: Console) -> str | None:
     return str(found)
 
 
-def fit(trainer: SelectiveLossSFTTrainer, resume: str | None) -> tuple[Any, dict[str, float], float]:
-    """Train; returns transformers' result, the evaluation at step 0 (empty when resuming
-    or without an eval set) and the seconds taken."""
+def _logged_start_eval(log: Path) -> dict[str, float]:
+    """The step-0 evaluation a resumed run made before its first step, from its log."""
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step") == 0 and "eval_value_loss" in record:
+                return record
+    return {}
+
+
+def fit(trainer: SelectiveLossSFTTrainer, resume: str | None, log: Path) -> tuple[Any, dict[str, float], float]:
+    """Train; returns transformers' result, the evaluation at step 0 (empty without an
+    eval set; when resuming, the one in ``log``) and the seconds taken."""
     start_eval = {}
-    if trainer.eval_dataset is not None and resume is None:
-        # The starting point of the eval curves (train() starts a fresh log history).
-        start_eval = trainer.evaluate()
+    if trainer.eval_dataset is not None:
+        # The starting point of the eval curves: train() starts a fresh log history, and a
+        # checkpoint's history does not hold it.
+        start_eval = trainer.evaluate() if resume is None else _logged_start_eval(log)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     return result, start_eval, time.perf_counter() - start
@@ -316,7 +330,7 @@ def train(
     except BaseException:
         run_folder.release(out, created)
         raise
-    result, start_eval, elapsed = fit(trainer, resume)
+    result, start_eval, elapsed = fit(trainer, resume, out / "log.jsonl")
     if signals.received is not None:
         last, _ = latest_complete_checkpoint(out / "checkpoints")
         console.print(f"[yellow]interrupted:[/] checkpoint saved at {last}; continue with --resume latest")
