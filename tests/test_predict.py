@@ -10,13 +10,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from model_garden.cli import app
 from model_garden.cli.common import BUNDLED_EXAMPLE
 from model_garden.data.forms import make_forms
 from model_garden.data.jsonl import JsonlDataset
-from model_garden.inference.generate import generate_batch, logit_width
+from model_garden.inference import generate as generate_module
+from model_garden.inference.generate import default_threads, generate_batch, logit_width
 from model_garden.inference.predict import load_for_inference, predict
 from model_garden.masking import ChatCodec
 
@@ -94,6 +96,36 @@ def test_plain_model_folder_with_schema_file(tmp_path, tiny_model_dir, schema_fi
     assert [p["line"] for p in preds] == [1, 2, 3]
     assert {p["output"] for p in preds} <= {'{"ok": true}', '{"ok": false}'}
     assert all(p["new_tokens"] < 10 for p in preds)  # the grammar ended each reply with EOS
+
+
+def test_predict_gives_the_callers_thread_count_back(tmp_path, tiny_model_dir, schema_file):
+    # compare trains the next run in the same process: it must not inherit predict's threads.
+    data = _write_jsonl(tmp_path / "d.jsonl", ["a"])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        stats = predict(tiny_model_dir, data, tmp_path / "p.jsonl", schema=schema_file, max_new_tokens=4, threads=1)
+        assert stats["threads"] == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("machine", "own", "threads"), [(2.0, 2.0, 4), (2.0, 0.0, 2), (4.0, 1.0, 1), (0.0, 0.0, 4)])
+def test_default_threads_counts_other_processes_not_its_own(monkeypatch, machine, own, threads):
+    # machine / own: cores the whole machine and this process keep busy, on 4 cores.
+    clock = [0.0]
+    monkeypatch.setattr(generate_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(generate_module, "busy_seconds", lambda: (machine * clock[0], own * clock[0]))
+    monkeypatch.setattr(generate_module.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(generate_module.time, "perf_counter", lambda: clock[0])
+    assert default_threads(window=0.5) == threads
+
+
+def test_busy_seconds_sees_this_process_work():
+    machine0, own0 = generate_module.busy_seconds()
+    sum(i * i for i in range(2_000_000))
+    machine1, own1 = generate_module.busy_seconds()
+    assert own1 - own0 > 0.02 and machine1 - machine0 >= (own1 - own0) * 0.5
 
 
 def test_unconstrained_needs_no_schema_but_constrained_does(tmp_path, tiny_model_dir):

@@ -21,7 +21,7 @@ class PredictOptions:
         batch_size: Prompts generated together.
         max_new_tokens: Generation budget per reply (default: the run's longest training reply + 25% + 16, else 256).
         limit: Only the first N records.
-        threads: torch (or ONNX Runtime) threads (default: the cores the load average leaves free).
+        threads: torch (or ONNX Runtime) threads (default: the cores other processes leave free).
         resume: Continue OUT.partial, left by an interrupted run, from its last complete line.
         data_format: auto | jsonl | parquet | arrow | json | disk.
         allow_remote_images: Fetch http(s) images.

@@ -258,46 +258,51 @@ def predict(
         raise DataError(f"--dataset {dataset}: no record to predict")
     samples = SampleView(source, n)
     threads = threads or default_threads()
+    # compare trains again in this process after predicting: give its thread count back.
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    generate, processing = engine_generator(engine, model, threads)
-    codec = ChatCodec.for_data(processing, dataset, allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths)
-    if isinstance(schema, dict):
-        codec.dataset_schema = schema
-    elif schema is not None:
-        codec.dataset_schema = ChatCodec.for_data(None, dataset, schema_file=schema).dataset_schema
-    schemas = _check(codec, samples, constrained)
-    budget = max_new_tokens or run_budget(model) or DEFAULT_BUDGET
+    try:
+        generate, processing = engine_generator(engine, model, threads)
+        codec = ChatCodec.for_data(processing, dataset, allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths)
+        if isinstance(schema, dict):
+            codec.dataset_schema = schema
+        elif schema is not None:
+            codec.dataset_schema = ChatCodec.for_data(None, dataset, schema_file=schema).dataset_schema
+        schemas = _check(codec, samples, constrained)
+        budget = max_new_tokens or run_budget(model) or DEFAULT_BUDGET
 
-    partial = out.with_name(out.name + ".partial")
-    done = _done_lines(partial) if resume else []
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with partial.open("w", encoding="utf-8") as fh:
-        fh.writelines(line + "\n" for line in done)
-        fh.flush()
-
-        def write(sample: Sample, reply: str, new_tokens: int) -> None:
-            row = {"line": sample.line, "output": reply, "constrained": constrained, "new_tokens": new_tokens}
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        partial = out.with_name(out.name + ".partial")
+        done = _done_lines(partial) if resume else []
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with partial.open("w", encoding="utf-8") as fh:
+            fh.writelines(line + "\n" for line in done)
             fh.flush()
 
-        stats = predict_samples(
-            generate, codec, samples[len(done) :], write,
-            schemas=schemas[len(done) :] if constrained else None, batch_size=batch_size, max_new_tokens=budget,
-        )
-        os.fsync(fh.fileno())
-    meta = {
-        "dataset": str(dataset),
-        "dataset_fingerprint": source.fingerprint(),
-        "records": n,
-        "model": str(model),
-        "engine": engine,
-        "constrained": constrained,
-        "max_new_tokens": budget,
-        "cut": stats["cut"],
-    }
-    os.replace(partial, out)
-    out.with_name(out.name + ".meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-    return {**stats, "examples": n, "max_new_tokens": budget, "threads": threads}
+            def write(sample: Sample, reply: str, new_tokens: int) -> None:
+                row = {"line": sample.line, "output": reply, "constrained": constrained, "new_tokens": new_tokens}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.flush()
+
+            stats = predict_samples(
+                generate, codec, samples[len(done) :], write,
+                schemas=schemas[len(done) :] if constrained else None, batch_size=batch_size, max_new_tokens=budget,
+            )
+            os.fsync(fh.fileno())
+        meta = {
+            "dataset": str(dataset),
+            "dataset_fingerprint": source.fingerprint(),
+            "records": n,
+            "model": str(model),
+            "engine": engine,
+            "constrained": constrained,
+            "max_new_tokens": budget,
+            "cut": stats["cut"],
+        }
+        os.replace(partial, out)
+        out.with_name(out.name + ".meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        return {**stats, "examples": n, "max_new_tokens": budget, "threads": threads}
+    finally:
+        torch.set_num_threads(previous)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,7 @@ def training_arguments(cfg: TrainConfig, out: Path, evaluate: bool) -> TrainingA
         num_train_epochs=o.epochs,
         max_steps=o.max_steps,
         lr_scheduler_type=o.lr_scheduler,
+        # transformers 5 reads a warmup_steps below 1 as a fraction of the steps.
         warmup_steps=o.warmup_ratio,
         weight_decay=o.weight_decay,
         optim=o.optim,
