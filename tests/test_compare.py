@@ -82,6 +82,9 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     for name in ("report.md", "summary.json", "loss_curves.png", "field_accuracy.png"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
+    assert f"- training data: `{EXAMPLE}`; eval data: `{EXAMPLE}`" in report
+    assert f"- base model: `{model_dir}`; LoRA r=16; lr 0.0002; batch 2 x accumulation 1; 2 steps" in report
+    assert "evaluation every 1 steps (decoding " in report and "final decoding: 2 examples, max new tokens 8" in report
     assert "| metric | none | aggressive |" in report and "constrained: JSON valid" in report and "free: field accuracy" in report
     runs = summary["runs"]
     assert set(runs) == {"none-seed0", "aggressive-seed0", "none-seed1", "aggressive-seed1"}
@@ -117,6 +120,12 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     assert partial["missing"] == ["none-seed2", "aggressive-seed2"] and not (out / "runs/none-seed2").exists()
     assert set(partial["runs"]) == set(runs) and partial["table"]["none"]["train_runtime_s"]["n"] == 2
     assert "Not run (so left out of every mean): none-seed2, aggressive-seed2." in (out / "report.md").read_text()
+    # A finished run whose masks this version no longer builds (the mask code changed) is refused.
+    stats_path = out / "runs/aggressive-seed1/mask_stats.json"
+    stats = json.loads(stats_path.read_text())
+    stats_path.write_text(json.dumps({**stats, "mask_fingerprint": "0" * 64}))
+    with pytest.raises(ValueError, match=r"aggressive-seed1: trained on other masks .* 000000000000, now .* new --out"):
+        compare(dataclasses.replace(cfg, report_only=True))
 
 
 @pytest.mark.integration

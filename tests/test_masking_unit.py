@@ -102,9 +102,10 @@ def test_default_system_prompt_is_masked(smollm2_tokenizer):
     [
         ("none", '{"name": "John", "age": 30}<|im_end|>'),
         # Tokens mix classes ('":', '",', ' "'); one trained character trains the token.
-        ("conservative", '{"name": "John", "age":30<|im_end|>'),
-        ("moderate", ' "John",30<|im_end|>'),
-        ("aggressive", ' "John",30<|im_end|>'),
+        # The ' ' token before 30 chooses a number and the '}' ends it: both trained.
+        ("conservative", '{"name": "John", "age": 30}<|im_end|>'),
+        ("moderate", ' "John", 30}<|im_end|>'),
+        ("aggressive", ' "John", 30}<|im_end|>'),
     ],
 )
 def test_strategies_on_smollm2(smollm2_tokenizer, strategy, trained):
@@ -230,7 +231,7 @@ def test_template_that_reads_the_prompt_gets_exact_spans(prompt):
     ex = build_example(tok, messages, MaskConfig(strategy="aggressive"))
     assert tok.decode(ex["input_ids"]).startswith("<s>[user](!) urgent")
     plain = build_example(spm_with_template(_FLAGGING.replace("(!)", "")), messages, MaskConfig(strategy="aggressive"))
-    assert trained_text(tok, ex) == '"John",30 </s>'
+    assert trained_text(tok, ex) == '"John", 30} </s>'
     assert from_first_trained(ex) == from_first_trained(plain)
 
 
@@ -245,7 +246,7 @@ def test_a_chat_shape_is_rendered_once(smollm2_tokenizer, monkeypatch):
     calls.clear()
     ex = build_example(smollm2_tokenizer, [first[0], *chat('{"b": 2}')], MaskConfig(strategy="aggressive"))
     assert len(calls) == 1 and calls[0][-1]["content"] == '{"b": 2}'  # the real chat only
-    assert trained_text(smollm2_tokenizer, ex) == "2<|im_end|>"
+    assert trained_text(smollm2_tokenizer, ex) == " 2}<|im_end|>"
 
 
 def test_a_changed_template_is_used():

@@ -87,20 +87,44 @@ def _processing(base_model: str) -> Any:
 _FINGERPRINTS: dict[str, str] = {}
 
 
+def _stored_fingerprint(folder: Path) -> str | None:
+    stats_path = folder / "mask_stats.json"
+    if stats_path.is_file():
+        return json.loads(stats_path.read_text(encoding="utf-8")).get("mask_fingerprint")
+    return None
+
+
+def _built_fingerprint(run_cfg: TrainConfig) -> str:
+    """The fingerprint of the masks this version builds for a run's config: every
+    training example is built (no model is loaded)."""
+    output = run_cfg.run.output
+    if output not in _FINGERPRINTS:
+        data = masked_train_data(run_cfg, _processing(run_cfg.model.base_model))
+        _FINGERPRINTS[output] = data.prescan(skip_bad_lines=True).fingerprint
+    return _FINGERPRINTS[output]
+
+
 def mask_fingerprint(run_cfg: TrainConfig) -> str:
     """The fingerprint of a run's training masks: from its ``mask_stats.json`` when it has
-    one, else computed by building every training example (no model is loaded)."""
-    output = run_cfg.run.output
-    if output in _FINGERPRINTS:
-        return _FINGERPRINTS[output]
-    stats_path = Path(output) / "mask_stats.json"
-    if stats_path.is_file():
-        stats = json.loads(stats_path.read_text(encoding="utf-8"))
-        if stats.get("mask_fingerprint"):
-            return stats["mask_fingerprint"]
-    data = masked_train_data(run_cfg, _processing(run_cfg.model.base_model))
-    _FINGERPRINTS[output] = data.prescan(skip_bad_lines=True).fingerprint
-    return _FINGERPRINTS[output]
+    one, else built."""
+    return _stored_fingerprint(Path(run_cfg.run.output)) or _built_fingerprint(run_cfg)
+
+
+def _check_reused(run_cfg: TrainConfig, strategy: str) -> None:
+    """Refuse a finished run whose masks are not the ones this version builds for its
+    config (the mask code changed since it trained): its results would be reported under
+    a strategy that no longer trains those tokens."""
+    folder = Path(run_cfg.run.output)
+    stored = _stored_fingerprint(folder)
+    if stored is None or run_cfg.model.vision:  # too costly to rebuild (every image)
+        return
+    built = _built_fingerprint(run_cfg)
+    if stored != built:
+        raise ValueError(
+            f"{folder}: trained on other masks than this version of model-garden builds for "
+            f"{strategy} (mask fingerprint {stored[:12]}, now {built[:12]}); its results would not "
+            "describe that strategy. Move the folder away to train it again, or compare into a new --out."
+        )
 
 
 def _shared_with(cfg: CompareConfig, strategy: str, seed: int) -> str | None:
@@ -137,6 +161,7 @@ def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> d
     run_cfg = cfg.run_config(strategy, seed)
     folder = Path(run_cfg.run.output)
     if _run_done(folder):
+        _check_reused(run_cfg, strategy)
         console.print(f"[dim]reusing {folder}[/]")
     else:
         if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir()):

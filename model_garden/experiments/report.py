@@ -284,7 +284,8 @@ def markdown(summary: dict[str, Any]) -> str:
     """The report body."""
     hw = summary["hardware"]
     cfg = summary.get("config", {})
-    train = cfg.get("train", {})
+    # TrainConfig.to_dict() groups its fields (model, lora, data, optim, run, ...).
+    train = {k: v for group in cfg.get("train", {}).values() if isinstance(group, dict) for k, v in group.items()}
     lines = [
         "# Strategy comparison",
         "",
@@ -293,7 +294,9 @@ def markdown(summary: dict[str, Any]) -> str:
         + (" (full fine-tune)" if train.get("full_finetune") else "")
         + f"; lr {train.get('lr')}; batch {train.get('batch_size')} x accumulation {train.get('grad_accum')}; "
         + (f"{train.get('max_steps')} steps" if (train.get("max_steps") or -1) > 0 else f"{train.get('epochs')} epoch(s)"),
-        f"- seeds: {summary['seeds']}; decoded eval examples: {cfg.get('predict_limit') or 'all'}; max new tokens {cfg.get('max_new_tokens')}",
+        f"- seeds: {summary['seeds']}; evaluation every {train.get('eval_steps')} steps"
+        + (f" (decoding {train['eval_generate']} examples)" if train.get("eval_generate") else "")
+        + f"; final decoding: {cfg.get('predict_limit') or 'all'} examples, max new tokens {cfg.get('max_new_tokens')}",
         f"- hardware: {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu'] or 'none'}, torch {hw['torch']}",
         "",
         f"Cells: mean ± 95% Student-t interval over seeds; in brackets the paired difference vs `{summary['baseline']}` "

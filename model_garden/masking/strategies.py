@@ -24,6 +24,7 @@ from model_garden.masking.json_spans import (
     OTHER,
     STRING,
     VALUE_QUOTE,
+    WHITESPACE,
     classify,
 )
 
@@ -38,6 +39,8 @@ TRAINED_CLASSES: dict[str, frozenset[int]] = {
     "moderate": frozenset(_VALUES | {OTHER}),
     "aggressive": frozenset(_VALUES),
 }
+_SCALAR = np.zeros(256, dtype=bool)
+_SCALAR[list(_VALUES)] = True
 STRATEGIES = ("none", "conservative", "moderate", "aggressive", "custom", "schema-forced")
 TRAIN_ON = ("all_assistant", "last_assistant")
 
@@ -137,7 +140,30 @@ def reply_char_masks(reply: str, cfg: MaskConfig) -> tuple[np.ndarray, np.ndarra
         return classes, trained, found
     if not found or cfg.strategy == "schema-forced":  # schema-forced decides per token, later
         return classes, np.ones(len(reply), dtype=np.uint8), found
-    return classes, cfg.trained_lut[classes], True
+    trained = cfg.trained_lut[classes]
+    if cfg.strategy != "none":
+        _train_value_edges(classes, trained)
+    return classes, trained, True
+
+
+def _train_value_edges(classes: np.ndarray, trained: np.ndarray) -> None:
+    """Train the characters that bound a value, though their class is structural.
+
+    The whitespace just before a value: a tokenizer may give it a token of its own
+    (SmolLM2 and Qwen2 split `": 3` into `":`, ` `, `3`), and that token is where the
+    model chooses a number over a string or ``null``; masked, the model never learns to
+    emit a number there. The character just after a number: its token ends the number,
+    as a string's closing quote ends a string.
+    """
+    spaces = np.flatnonzero(classes == WHITESPACE)
+    if len(spaces):
+        solid = np.flatnonzero(classes != WHITESPACE)
+        following = np.searchsorted(solid, spaces)
+        inside = following < len(solid)
+        spaces = spaces[inside]
+        trained[spaces[_SCALAR[classes[solid[following[inside]]]]]] = 1
+    number = classes == NUMBER
+    trained[np.flatnonzero(number[:-1] & ~number[1:]) + 1] = 1
 
 
 if __name__ == "__main__":
