@@ -154,10 +154,10 @@ def trained_chars(reply: str, cfg: MaskConfig) -> np.ndarray:
         return out
     for s, e, kind in spans:
         out[s:e] = kind in TRAINED_KINDS[cfg.strategy]
-    # Value edges: whitespace right before a scalar value, and the character after a number.
+    # Value edges: the whitespace character right before a scalar value, the character after a number.
     for (s, e, kind), (_, _, after) in zip(spans, spans[1:]):
         if kind == "whitespace" and after in ("value_quote", "string", "number", "literal"):
-            out[s:e] = True
+            out[e - 1] = True
         if kind == "number":
             out[e] = True
     return out

@@ -39,8 +39,14 @@ TRAINED_CLASSES: dict[str, frozenset[int]] = {
     "moderate": frozenset(_VALUES | {OTHER}),
     "aggressive": frozenset(_VALUES),
 }
-_SCALAR = np.zeros(256, dtype=bool)
-_SCALAR[list(_VALUES)] = True
+# Value edges (see _train_value_edges), looked up by the class pair of two neighbouring
+# characters, (left << 4) | right (class codes are below 16).
+_BEFORE_VALUE = np.zeros(256, dtype=np.uint8)
+_AFTER_NUMBER = np.zeros(256, dtype=np.uint8)
+for _left in range(16):
+    for _right in range(16):
+        _BEFORE_VALUE[(_left << 4) | _right] = _left == WHITESPACE and _right in _VALUES
+        _AFTER_NUMBER[(_left << 4) | _right] = _left == NUMBER and _right != NUMBER
 STRATEGIES = ("none", "conservative", "moderate", "aggressive", "custom", "schema-forced")
 TRAIN_ON = ("all_assistant", "last_assistant")
 
@@ -147,23 +153,17 @@ def reply_char_masks(reply: str, cfg: MaskConfig) -> tuple[np.ndarray, np.ndarra
 
 
 def _train_value_edges(classes: np.ndarray, trained: np.ndarray) -> None:
-    """Train the characters that bound a value, though their class is structural.
+    """Train the characters next to a value, though their class is structural.
 
-    The whitespace just before a value: a tokenizer may give it a token of its own
-    (SmolLM2 and Qwen2 split `": 3` into `":`, ` `, `3`), and that token is where the
+    A whitespace character just before a value: a tokenizer may give it a token of its
+    own (SmolLM2 and Qwen2 split `": 3` into `":`, ` `, `3`), and that token is where the
     model chooses a number over a string or ``null``; masked, the model never learns to
     emit a number there. The character just after a number: its token ends the number,
     as a string's closing quote ends a string.
     """
-    spaces = np.flatnonzero(classes == WHITESPACE)
-    if len(spaces):
-        solid = np.flatnonzero(classes != WHITESPACE)
-        following = np.searchsorted(solid, spaces)
-        inside = following < len(solid)
-        spaces = spaces[inside]
-        trained[spaces[_SCALAR[classes[solid[following[inside]]]]]] = 1
-    number = classes == NUMBER
-    trained[np.flatnonzero(number[:-1] & ~number[1:]) + 1] = 1
+    pair = (classes[:-1] << 4) | classes[1:]
+    trained[:-1] |= _BEFORE_VALUE[pair]
+    trained[1:] |= _AFTER_NUMBER[pair]
 
 
 if __name__ == "__main__":
