@@ -13,7 +13,7 @@ default is a computation anyone can rerun, not a reading of tables:
 
 "Resolved" is the reports' meaning: the paired 95% interval excludes 0.
 
-Run it on the studies' ``summary.json`` files (the first one is the one with free decoding):
+Run it on the studies' ``summary.json`` files, in any order (one must have free decoding):
 ``python -m model_garden.experiments.recipe sroie3/summary.json forms32/summary.json forms200/summary.json``
 """
 
