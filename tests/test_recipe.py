@@ -68,3 +68,5 @@ def test_incomplete_studies_are_refused(tmp_path, capsys):
     (tmp_path / "sroie" / "summary.json").write_text(json.dumps(_summary(all_arms, all_arms)))
     main([str(tmp_path / "sroie" / "summary.json")])
     assert capsys.readouterr().out.endswith("default strategy: none\n")
+    with pytest.raises(SystemExit, match=r"forms200/summary.json: not a readable compare summary"):
+        main([str(tmp_path / "sroie" / "summary.json"), str(tmp_path / "forms200" / "summary.json")])

@@ -14,7 +14,8 @@ default is a computation anyone can rerun, not a reading of tables:
 "Resolved" is the reports' meaning: the paired 95% interval excludes 0.
 
 Run it on the studies' ``summary.json`` files, in any order (one must have free decoding):
-``python -m model_garden.experiments.recipe sroie3/summary.json forms32/summary.json forms200/summary.json``
+``python -m model_garden.experiments.recipe sroie3/summary.json forms32b/summary.json forms200/summary.json``
+(``forms32b`` is the 32-form study's second stage, whose summary holds every candidate).
 """
 
 from __future__ import annotations
@@ -72,10 +73,17 @@ def choose(summaries: dict[str, dict[str, Any]]) -> Choice:
 
 
 def main(paths: list[str]) -> None:
-    summaries = {str(Path(p).parent): json.loads(Path(p).read_text()) for p in paths}
+    if not paths:
+        sys.exit("usage: python -m model_garden.experiments.recipe SUMMARY.json [SUMMARY.json ...]")
+    summaries = {}
+    for path in paths:
+        try:
+            summaries[str(Path(path).parent)] = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            sys.exit(f"error: {path}: not a readable compare summary ({error})")
     try:
         choice = choose(summaries)
-    except ValueError as error:
+    except (ValueError, KeyError) as error:
         sys.exit(f"error: {error}")
     print("\n".join(choice.reasons))
     print(f"default strategy: {choice.strategy}")
