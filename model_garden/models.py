@@ -17,11 +17,13 @@ Try it: ``python -m model_garden.models`` prints where the default model is cach
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
 import os
 import shutil
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any
@@ -202,6 +204,16 @@ def load_model(spec: str | None = None, *, vision: bool | None = None, dtype: An
         vision = is_vision_model(path)
     auto = transformers.AutoModelForImageTextToText if vision else transformers.AutoModelForCausalLM
     return auto.from_pretrained(path, dtype=dtype, quantization_config=quantization)
+
+
+@contextlib.contextmanager
+def peft_quietly():
+    """Wrap PEFT's adapter set-up: PEFT reads transformers 5's deprecated
+    ``is_gradient_checkpointing`` alias, and that FutureWarning, printed at every load,
+    is for PEFT's authors, not for the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 if __name__ == "__main__":

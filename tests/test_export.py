@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from model_garden import jsonfmt
 from model_garden.cli import app
 from model_garden.export import export
+from model_garden.models import peft_quietly
 from model_garden.grammar import JSON_OPTIONS, SchemaError
 
 # Every path through this schema is short, so even a random model finishes its reply.
@@ -54,7 +55,8 @@ def run_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
     run = root / "run"
     torch.manual_seed(0)
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
-    get_peft_model(tiny_text_model(smollm2_tokenizer), lora).save_pretrained(run)
+    with peft_quietly():
+        get_peft_model(tiny_text_model(smollm2_tokenizer), lora).save_pretrained(run)
     config = json.loads((run / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = str(base)
     (run / "adapter_config.json").write_text(json.dumps(config))
@@ -93,7 +95,8 @@ def test_merged_export_loads_with_plain_transformers_and_decodes_like_the_adapte
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = json.loads((run_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), run_dir).eval()
+    with peft_quietly():
+        adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), run_dir).eval()
     merged = AutoModelForCausalLM.from_pretrained(merged_fp32).eval()
     assert not any("lora" in name for name, _ in merged.named_parameters())
     for ids in prompt_ids:

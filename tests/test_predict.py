@@ -21,6 +21,7 @@ from model_garden.inference import generate as generate_module
 from model_garden.inference.generate import default_threads, generate_batch, logit_width
 from model_garden.inference.predict import load_for_inference, predict
 from model_garden.masking import ChatCodec
+from model_garden.models import peft_quietly
 
 
 def _lines(path: Path) -> list[dict]:
@@ -54,7 +55,8 @@ def test_lora_training_folder_predicts_like_its_base(tmp_path, smollm2_tokenizer
     expected = generate_batch(base, smollm2_tokenizer, prompts, schemas=schemas, max_new_tokens=8)
 
     run = tmp_path / "run"
-    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(run)
+    with peft_quietly():
+        get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(run)
     smollm2_tokenizer.save_pretrained(run)
     config = json.loads((run / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the embedded model's public id, as training writes it
@@ -75,7 +77,8 @@ def test_adapter_is_merged_into_its_base_folder(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    trained = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    with peft_quietly():
+        trained = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
     trained.save_pretrained(tmp_path / "run")  # records tiny_model_dir as the base; no tokenizer saved here
     ids = torch.tensor([[1, 42, 7, 99]])
     with torch.inference_mode():

@@ -42,7 +42,7 @@ from model_garden.inference.generate import default_threads, generate_batch
 from model_garden.progress import progress_reporter
 from model_garden.masking.codec import ChatCodec
 from model_garden.masking.strategies import MaskingError
-from model_garden.models import is_vision_model, load_model, load_processing, resolve_model, text_tokenizer
+from model_garden.models import is_vision_model, load_model, load_processing, peft_quietly, resolve_model, text_tokenizer
 
 DEFAULT_BUDGET = 256
 ENGINES = ("hf", "onnxruntime-genai", "vllm")
@@ -79,7 +79,8 @@ def load_for_inference(spec: str | Path) -> tuple[Any, Any]:
     if vocab > model.get_input_embeddings().weight.shape[0]:
         # Tokens added in training (temporal tokens) need their rows before the adapter fills them.
         model.resize_token_embeddings(vocab, mean_resizing=False)
-    model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    with peft_quietly():
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
     return model.eval(), processing
 
 

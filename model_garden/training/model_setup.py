@@ -15,7 +15,7 @@ import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, set_seed
 
-from model_garden.models import is_processor, is_vision_model, load_model, load_processing, resolve_model
+from model_garden.models import is_processor, is_vision_model, load_model, load_processing, peft_quietly, resolve_model
 from model_garden.options import ConfigError
 from model_garden.training.config import TrainConfig
 
@@ -99,7 +99,8 @@ def setup_model(cfg: TrainConfig, vision: bool, model: Any = None, trainable_tok
     )
     if cfg.model.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
-    model = get_peft_model(model, adapter)
+    with peft_quietly():
+        model = get_peft_model(model, adapter)
     if cfg.model.gradient_checkpointing:
         model.enable_input_require_grads()
     return model
