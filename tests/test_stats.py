@@ -108,6 +108,12 @@ def test_seed_difference_and_verdicts():
     assert d.diff == pytest.approx(0.02) and d.high - d.diff == pytest.approx(12.7062047 * 0.01, rel=1e-6)
     assert d.method == "Student t over seeds" and not d.resolved
     assert seed_difference([0.5]).low is None and seed_difference([]) is None
+    # every seed agrees: the t interval has zero width, so only the exact sign test (p = 2 x 0.5^n) can resolve
+    three, six = seed_difference([-25, -25, -25]), seed_difference([-25] * 6)
+    assert three.unanimous and three.sign_p == 0.25 and not three.resolved
+    assert six.sign_p == pytest.approx(0.03125) and six.resolved
+    assert verdict(six, "x", higher_is_better=False, digits=0, unit="steps").startswith("resolved: x better by 25 steps on each of the 6")
+    assert not seed_difference([0, 0, 0]).resolved and not seed_difference([0, 0, 0]).unanimous
     resolved = Difference(0.039, 0.012, 0.065, 0.013, 0.036, "hierarchical bootstrap", 3, 100)
     assert verdict(resolved, "moderate", higher_is_better=True, scale=100, digits=1, unit="points") == (
         "resolved: moderate better by 3.9 points [+1.2, +6.5]"
@@ -181,8 +187,11 @@ def test_summary_pairs_records_tests_fields_and_gives_verdicts():
     assert summary["table"]["none"]["steps_to_convergence"]["mean"] == 20
     assert summary["table"]["x"]["steps_to_convergence"]["mean"] == 10
     conv = summary["table"]["x"]["steps_to_convergence"]
-    # run-level: Student t over the 3 seed differences (all -10, so a zero-width interval)
-    assert conv["paired"]["method"] == "Student t over seeds" and conv["verdict"] == "resolved: x better by 10 steps [-10, -10]"
+    # run-level: Student t over the 3 seed differences, all -10: a zero-width interval, so only the sign test counts
+    assert conv["paired"]["method"] == "Student t over seeds" and conv["verdict"] == (
+        "not resolved: -10 steps on each of the 3 seeds (equal differences give a zero-width t interval; "
+        "exact sign test p = 0.25)"
+    )
     text = markdown(summary)
     assert "| constrained: field accuracy (gold not null) ↑ | resolved: x better by 40.0 points" in text
     assert "| a | 48 / 0, p = " in text and "decoded_curves.png" in text and "2.80 x" in text
@@ -198,3 +207,12 @@ def test_summary_without_decoded_eval_falls_back_to_the_value_loss():
     acc = summary["table"]["x"]["constrained/field_accuracy"]
     assert acc["diff"] == -1.0 and acc["paired"]["seeds"] == 1
     assert "decoded_curves.png" not in markdown(summary)
+
+
+def test_a_number_missing_on_some_runs_says_on_how_many_it_exists():
+    golds = [{"a": "1"}, {"a": "2"}]
+    runs = [_run(s, seed, golds, golds) for seed in (0, 1, 2) for s in ("none", "x")]
+    runs[1]["train"]["eval_value_loss"] = [[0, 1.0], [10, 0.6]]  # x, seed 0: never reaches none's best (0.5)
+    summary = summarize(runs, ["none", "x"])
+    assert summary["runs"]["x-seed0"]["steps_to_target"] is None
+    assert "| steps to baseline's best ↓ | 10 ± 0 | 10 ± 0 (+0 [+0, +0]) (2 of 3 runs) |" in markdown(summary)

@@ -184,8 +184,9 @@ def hardware() -> dict[str, Any]:
     return {"cpu": model, "cores": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__}
 
 
-def _fmt(cell: dict[str, Any], key: str) -> str:
-    """``mean ± CI (paired difference [95% interval])`` in the metric's units."""
+def _fmt(cell: dict[str, Any], key: str, runs: int) -> str:
+    """``mean ± CI (paired difference [95% interval])`` in the metric's units, and on how
+    many of the strategy's ``runs`` the number exists when not on all of them."""
     m = cell["mean"]
     if m is None:
         return "–"
@@ -198,6 +199,8 @@ def _fmt(cell: dict[str, Any], key: str) -> str:
     if paired:
         text += f" ({paired['diff'] * scale:+.{digits}f}"
         text += f" [{paired['low'] * scale:+.{digits}f}, {paired['high'] * scale:+.{digits}f}])" if paired["low"] is not None else ")"
+    if cell["n"] < runs:
+        text += f" ({cell['n']} of {runs} runs)"
     return text
 
 
@@ -214,9 +217,18 @@ def _keys(summary: dict[str, Any]) -> list[str]:
     return [k for k, _, _ in TRAIN_METRICS] + [f"{d}/{k}" for d in summary["decodings"] for k, _, _ in EVAL_METRICS]
 
 
+def _run_counts(summary: dict[str, Any]) -> dict[str, int]:
+    return {s: sum(name.rsplit("-seed", 1)[0] == s for name in summary["runs"]) for s in summary["strategies"]}
+
+
+def _row(summary: dict[str, Any], key: str) -> list[str]:
+    counts = _run_counts(summary)
+    return [_fmt(summary["table"][s][key], key, counts[s]) for s in summary["strategies"]]
+
+
 def _headers(summary: dict[str, Any]) -> list[str]:
     """Strategy names, with their number of seeds when strategies differ in it."""
-    counts = {s: sum(name.rsplit("-seed", 1)[0] == s for name in summary["runs"]) for s in summary["strategies"]}
+    counts = _run_counts(summary)
     if len(set(counts.values())) == 1:
         return list(summary["strategies"])
     return [f"{s} ({n} seed{'s' if n != 1 else ''})" for s, n in counts.items()]
@@ -229,7 +241,7 @@ def rich_table(summary: dict[str, Any]) -> Table:
     for header in _headers(summary):
         table.add_column(header, justify="right")
     for key in _keys(summary):
-        table.add_row(_label(summary, key), *(_fmt(summary["table"][s][key], key) for s in summary["strategies"]))
+        table.add_row(_label(summary, key), *_row(summary, key))
     return table
 
 
@@ -303,7 +315,8 @@ def markdown(summary: dict[str, Any]) -> str:
         "with its 95% interval (see *Paired differences*). Rates in percent, differences in percentage points. "
         "↑ higher is better, ↓ lower is better. An output that is not one JSON object scores zero on every field. "
         "The eval value loss is measured on the value tokens of the eval set for every strategy, so it is comparable "
-        "across masks.",
+        "across masks. \"k of n runs\": the number exists on k of the strategy's runs only (steps to the baseline's "
+        "best: the other runs never reached it).",
         "",
     ]
     if summary.get("shared"):
@@ -317,7 +330,7 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += [f"Not run (so left out of every mean): {', '.join(summary['missing'])}.", ""]
     lines += ["| metric | " + " | ".join(_headers(summary)) + " |", "|---|" + "---:|" * len(summary["strategies"])]
     for k in _keys(summary):
-        lines.append(f"| {_label(summary, k)} | " + " | ".join(_fmt(summary["table"][s][k], k) for s in summary["strategies"]) + " |")
+        lines.append(f"| {_label(summary, k)} | " + " | ".join(_row(summary, k)) + " |")
     lines += ["", "## Paired differences", "", _method(summary), ""] + _verdicts(summary) + _mcnemar_tables(summary)
     lines += ["## Plots", "", "![eval value loss](loss_curves.png)", "", "![per-field accuracy](field_accuracy.png)", ""]
     if any(c for per_seed in summary.get("decoded_curves", {}).values() for c in per_seed.values()):

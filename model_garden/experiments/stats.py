@@ -21,7 +21,10 @@
 * ``mcnemar``: the exact McNemar test on paired 0/1 outcomes (binomial test of the
   discordant pairs against 1/2).
 * ``verdict``: "resolved" when the 95% interval excludes 0, else "not resolved" with the
-  detectable difference.
+  detectable difference. When every seed gives the same non-zero run-level difference
+  (steps measured every 25 steps often do), the Student-t interval has zero width and
+  proves nothing; then only the exact sign test is left, which needs 6 seeds agreeing
+  to reach p < 0.05.
 * ``steps_to_convergence``: the first evaluation reaching 95% of the run's final value.
 
 Try it: ``python -m model_garden.experiments.stats 8 2`` (McNemar with b=8, c=2)
@@ -42,6 +45,7 @@ BOOT_SEED = 0
 CELLS_PER_CHUNK = 2_000_000  # resampled (seed, record) cells held at once: about 16 MB per array
 POWER = 0.80
 ALPHA = 0.05
+SEED_T = "Student t over seeds"
 
 
 @dataclass
@@ -67,8 +71,20 @@ class Difference:
     records: int = 0
 
     @property
+    def unanimous(self) -> bool:
+        """Every seed gave the same non-zero difference, so the t interval has zero width."""
+        return self.method == SEED_T and self.se == 0 and self.diff != 0
+
+    @property
+    def sign_p(self) -> float:
+        """Two-sided exact sign test of ``seeds`` differences all of one sign."""
+        return min(1.0, 0.5 ** (self.seeds - 1))
+
+    @property
     def resolved(self) -> bool:
-        """Whether the 95% interval excludes zero."""
+        """Whether the 95% interval excludes zero (for unanimous seeds: the sign test)."""
+        if self.unanimous:
+            return self.sign_p < ALPHA
         return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
     def as_dict(self) -> dict[str, object]:
@@ -141,10 +157,10 @@ def seed_difference(diffs: Sequence[float | None]) -> Difference | None:
         return None
     n = sum(d is not None and not math.isnan(d) for d in diffs)
     if half is None:
-        return Difference(mean, None, None, None, None, "Student t over seeds", n)
+        return Difference(mean, None, None, None, None, SEED_T, n)
     q = float(t.ppf(1 - ALPHA / 2, n - 1))
     se = half / q
-    return Difference(mean, mean - half, mean + half, se, (q + float(t.ppf(POWER, n - 1))) * se, "Student t over seeds", n)
+    return Difference(mean, mean - half, mean + half, se, (q + float(t.ppf(POWER, n - 1))) * se, SEED_T, n)
 
 
 def mcnemar(strategy: Sequence[int], baseline: Sequence[int]) -> dict[str, float | int]:
@@ -178,6 +194,12 @@ def verdict(
 
     if d.low is None or d.high is None:
         return f"not resolved: {amount(d.diff, '+')} on one seed, no interval"
+    if d.unanimous:
+        better = (d.diff > 0) == higher_is_better
+        head = f"resolved: {name} {'better' if better else 'worse'} by {amount(abs(d.diff))}" if d.resolved else (
+            f"not resolved: {amount(d.diff, '+')}"
+        )
+        return f"{head} on each of the {d.seeds} seeds (equal differences give a zero-width t interval; exact sign test p = {d.sign_p:.3g})"
     span = f"[{d.low * scale:+.{digits}f}, {d.high * scale:+.{digits}f}]"
     if d.resolved:
         better = (d.diff > 0) == higher_is_better
