@@ -133,7 +133,7 @@ def test_runs_own_their_folder_and_resume_only_their_own_run(tmp_path, tiny_mode
     assert again.exit_code == 2 and "already holds a run" in again.output and "--overwrite" in again.output
     changed = runner.invoke(app, _train_args(tiny_model_dir, data, out, "--resume", "latest", "--lr", "0.5", "--max-steps", "2"))
     text = " ".join(changed.output.split())
-    assert changed.exit_code == 2 and "--lr: 0.0002 then, 0.5 now" in text and "--max-steps: 1 then, 2 now" in text
+    assert changed.exit_code == 2 and "--lr: 0.0005 then, 0.5 now" in text and "--max-steps: 1 then, 2 now" in text
     assert "--allow-changes max_steps accepts that" in text
     more = runner.invoke(app, _train_args(tiny_model_dir, data, out, "--resume", "latest", "--max-steps", "2", "--allow-changes", "max_steps"))
     assert more.exit_code == 0, more.output

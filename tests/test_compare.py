@@ -83,7 +83,7 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert f"- training data: `{EXAMPLE}`; eval data: `{EXAMPLE}`" in report
-    assert f"- base model: `{model_dir}`; LoRA r=16; lr 0.0002; batch 2 x accumulation 1; 2 steps" in report
+    assert f"- base model: `{model_dir}`; LoRA r=16; lr 0.0005; batch 2 x accumulation 1; 2 steps" in report
     assert "evaluation every 1 steps (decoding " in report and "final decoding: 2 examples, max new tokens 8" in report
     assert "| metric | none | aggressive |" in report and "constrained: JSON valid" in report and "free: field accuracy" in report
     runs = summary["runs"]

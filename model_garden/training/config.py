@@ -182,7 +182,7 @@ class OptimOptions:
         max_steps: Stop after this many optimizer steps (overrides --epochs).
         batch_size: Examples per micro-batch.
         grad_accum: Micro-batches per optimizer step.
-        lr: Peak learning rate.
+        lr: Peak learning rate (5e-4: the setting of the SROIE study, LoRA r=16; docs/selective-loss.md).
         lr_scheduler: transformers scheduler name (linear, cosine, constant, ...).
         warmup_ratio: Fraction of steps spent warming up.
         weight_decay: AdamW weight decay.
@@ -197,7 +197,7 @@ class OptimOptions:
     max_steps: int = -1
     batch_size: int = 4
     grad_accum: int = 1
-    lr: float = 2e-4
+    lr: float = 5e-4
     lr_scheduler: str = "linear"
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
