@@ -165,6 +165,25 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, tiny_model_
     want, got = straight.metrics["eval_value_loss"], second.metrics["eval_value_loss"]
     assert [s for s, _ in got] == [s for s, _ in want] == [0, 2, 4, 6]
     assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-5)
+    # The training time counts both sittings: the checkpoint carries the first one's.
+    state = json.loads((tmp_path / f"resumed/checkpoints/checkpoint-{stopped}/trainer_state.json").read_text())
+    first_sitting = state["stateful_callbacks"]["TrainClock"]["attributes"]["seconds"]
+    assert 0 < first_sitting < second.metrics["train_runtime_s"]
+
+
+def test_early_stopping_patience_survives_a_resume(tmp_path, tiny_model_dir):
+    """A diverging run (SGD at lr 5: the eval loss grows at every step) stops when its
+    patience runs out, at the same step whether or not it was interrupted in between."""
+    data = _dataset(tmp_path, 6)
+    common = dict(batch_size=2, max_steps=10, optim="sgd", lr=5.0, eval_dataset=str(data), eval_steps=1, save_steps=1,
+                  metric_for_best="value_loss", early_stopping_patience=2)
+    straight = train(_cfg(tiny_model_dir, data, tmp_path / "straight", **common))
+    losses = [v for _, v in straight.metrics["eval_value_loss"]]
+    assert straight.metrics["steps"] == 3 and losses == sorted(losses)
+    first = train(_cfg(tiny_model_dir, data, tmp_path / "resumed", **common), callbacks=[InterruptAt(1)])
+    assert first.interrupted and first.metrics["interrupted_at_step"] == 2  # one worse evaluation counted
+    second = train(_cfg(tiny_model_dir, data, tmp_path / "resumed", resume="latest", **common))
+    assert second.metrics["steps"] == 3
 
 
 def test_weight_policy_keep_prob_and_schedule(tmp_path, tiny_model_dir):

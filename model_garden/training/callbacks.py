@@ -1,4 +1,4 @@
-"""Trainer callbacks: a rich progress bar, a JSONL log, and a checkpoint on SIGINT/SIGTERM."""
+"""Trainer callbacks: a rich progress bar, a JSONL log, a checkpoint on SIGINT/SIGTERM, and a training clock."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from model_garden.progress import eta, log_interval, plain
 
@@ -148,3 +149,28 @@ class SaveOnSignal(TrainerCallback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+class TrainClock(TrainerCallback, ExportableState):
+    """Seconds spent training, over every sitting of a run.
+
+    Checkpoints keep the count (transformers saves an ``ExportableState`` callback's state in
+    ``trainer_state.json`` and restores it on resume), so a resumed run reports its whole
+    training time, not only the time since the resume.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._since: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._since = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.seconds, self._since = self.total(), None
+
+    def total(self) -> float:
+        return self.seconds + (time.perf_counter() - self._since if self._since is not None else 0.0)
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"seconds": self.total()}}

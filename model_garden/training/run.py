@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from model_garden.masking.inspect import render_rich
 from model_garden.masking.scan import ScanReport
 from model_garden.masking.strategies import MaskConfig
 from model_garden.models import public_name, resolve_model
-from model_garden.training.callbacks import JsonlLog, RichProgress, SaveOnSignal
+from model_garden.training.callbacks import JsonlLog, RichProgress, SaveOnSignal, TrainClock
 from model_garden.training.checkpoints import incomplete_reason, latest_complete_checkpoint
 from model_garden.training.collate import StructuredOutputDataCollator
 from model_garden.options import ConfigError
@@ -160,6 +159,9 @@ def training_arguments(cfg: TrainConfig, out: Path, evaluate: bool) -> TrainingA
         activation_checkpointing=checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         use_cpu=not torch.cuda.is_available(),
+        # A resumed run continues early stopping's patience count and the training clock
+        # where the checkpoint left them, as an uninterrupted run would.
+        restore_callback_states_from_checkpoint=True,
     )
 
 
@@ -172,7 +174,7 @@ def setup_trainer(
     if cfg.run.metric_for_best in DECODED_ONLY and decoded_eval is None:
         raise ConfigError(f"--metric-for-best {cfg.run.metric_for_best} needs decoded evaluation: --eval-dataset and --eval-generate > 0")
     signals = SaveOnSignal()
-    extra = [RichProgress(console), JsonlLog(out / "log.jsonl"), signals, *(callbacks or [])]
+    extra = [RichProgress(console), JsonlLog(out / "log.jsonl"), signals, TrainClock(), *(callbacks or [])]
     if cfg.run.early_stopping_patience and data.eval is not None:
         extra.append(EarlyStoppingCallback(early_stopping_patience=cfg.run.early_stopping_patience))
     if cfg.run.report_to == "tensorboard":
@@ -229,15 +231,17 @@ def _logged_start_eval(log: Path) -> dict[str, float]:
 
 def fit(trainer: SelectiveLossSFTTrainer, resume: str | None, log: Path) -> tuple[Any, dict[str, float], float]:
     """Train; returns transformers' result, the evaluation at step 0 (empty without an
-    eval set; when resuming, the one in ``log``) and the seconds taken."""
+    eval set; when resuming, the one in ``log``) and the seconds spent training, over
+    every sitting of the run."""
     start_eval = {}
     if trainer.eval_dataset is not None:
         # The starting point of the eval curves: train() starts a fresh log history, and a
         # checkpoint's history does not hold it.
         start_eval = trainer.evaluate() if resume is None else _logged_start_eval(log)
-    start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
-    return result, start_eval, time.perf_counter() - start
+    # Resuming replaces the clock with the checkpoint's, so look it up after training.
+    clock = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TrainClock))
+    return result, start_eval, clock.total()
 
 
 def save(cfg: TrainConfig, trainer: SelectiveLossSFTTrainer, processing: Any, out: Path) -> None:
