@@ -186,6 +186,22 @@ def test_early_stopping_patience_survives_a_resume(tmp_path, tiny_model_dir):
     assert second.metrics["steps"] == 3
 
 
+def test_resume_from_a_checkpoint_without_todays_stateful_callbacks(tmp_path, tiny_model_dir):
+    """A checkpoint from an older model-garden (no TrainClock state in it) resumes and saves again."""
+    data = _dataset(tmp_path, 6)
+    common = dict(batch_size=2, max_steps=4, optim="adamw_torch", lr=1e-3, save_steps=1)
+    first = train(_cfg(tiny_model_dir, data, tmp_path / "run", **common), callbacks=[InterruptAt(1)])
+    stopped = first.metrics["interrupted_at_step"]
+    state_file = tmp_path / f"run/checkpoints/checkpoint-{stopped}/trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["TrainClock"]
+    state_file.write_text(json.dumps(state))
+    second = train(_cfg(tiny_model_dir, data, tmp_path / "run", resume="latest", **common))
+    assert second.metrics["steps"] == 4
+    saved = json.loads((tmp_path / "run/checkpoints/checkpoint-4/trainer_state.json").read_text())
+    assert saved["stateful_callbacks"]["TrainClock"]["attributes"]["seconds"] > 0
+
+
 def test_weight_policy_keep_prob_and_schedule(tmp_path, tiny_model_dir):
     from transformers import AutoTokenizer
 

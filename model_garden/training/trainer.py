@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -133,6 +134,12 @@ class SelectiveLossSFTTrainer(Trainer):
         self.accelerator.wait_for_everyone()  # no rank writes into a folder still being cleared
         checkpoints.inject_fault("start", step)
         self._staging = staging
+        # A run resumed from a checkpoint written without one of today's stateful callbacks
+        # (by an older model-garden) has no slot for it in the restored state, and
+        # transformers' save indexes that slot (KeyError).
+        for cb in self.callback_handler.callbacks:
+            if isinstance(cb, ExportableState):
+                self.state.stateful_callbacks.setdefault(type(cb).__name__, {})
         try:
             super()._save_checkpoint(model, trial)
             self.accelerator.wait_for_everyone()  # every rank's files (its RNG state) are in
