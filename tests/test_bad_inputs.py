@@ -98,6 +98,7 @@ def _cases(tmp: Path, model: Path, server: str) -> list[tuple[str, list[str], in
         ("empty eval set", _train_args(model, good, out, "--eval-dataset", str(empty)), 2, [f"--eval-dataset {empty}: no usable example"], [out]),
         ("empty training set", _train_args(model, empty, out), 2, ["no usable example"], [out]),
         ("prose reply, JSON strategy", _train_args(model, prose, out, "--mask-strategy", "moderate"), 2, [f"{prose}:2: reply is not JSON", "--mask-strategy moderate", "--skip-bad-lines"], [out]),
+        ("auto with a weight", _train_args(model, good, out, "--structural-weight", "0.3"), 2, ["--structural-weight needs a named --mask-strategy", "auto is moderate at structural weight 0.1"], [out]),
         ("output is a file", _train_args(model, good, a_file), 2, [f"--output {a_file} is a file"], []),
         ("output under a file", _train_args(model, good, a_file / "run"), 2, [str(a_file), "is a file, not a folder"], []),
         ("validate an empty file", ["validate-data", str(empty)], 1, ["holds no record"], []),

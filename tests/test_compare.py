@@ -171,7 +171,7 @@ def test_compare_refuses_bad_configs():
 def test_arms_set_structural_weight_or_schedule_per_run():
     """``moderate@0.1`` and ``moderate@linear:1.0->0.0`` are runs of their own, with
     folder names a file system takes; a bare strategy keeps the shared options."""
-    train = TrainConfig.from_options(dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE), structural_weight=0.2)
+    train = TrainConfig.from_options(dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE), mask_strategy="none", structural_weight=0.2)
     cfg = CompareConfig(train=train, strategies=["none", "moderate", "moderate@0.1", "moderate@linear:1.0->0.0"], out="o")
     runs = {arm: cfg.run_config(arm, 3) for arm in cfg.strategies}
     assert [(r.mask.mask_strategy, r.mask.structural_weight, r.mask.structural_weight_schedule) for r in runs.values()] == [
@@ -191,8 +191,8 @@ def test_demo_end_to_end_small(tmp_path, tiny_model_dir):
 
     cfg = DemoConfig(out=str(tmp_path / "demo"), forms=20, max_steps=2, batch_size=2, eval_examples=2, base_model=str(tiny_model_dir))
     summary = demo(cfg)
-    assert summary["strategies"] == ["none", "aggressive"] and summary["decodings"] == ["constrained"]
+    assert summary["strategies"] == ["none", "moderate@0.1"] and summary["decodings"] == ["constrained"]
     assert (tmp_path / "demo/compare/report.md").is_file()
-    preds = (tmp_path / "demo/compare/runs/aggressive-seed0/preds-constrained.jsonl").read_text().splitlines()
+    preds = (tmp_path / "demo/compare/runs/moderate@0.1-seed0/preds-constrained.jsonl").read_text().splitlines()
     assert len(preds) == 2 and all(json.loads(p)["constrained"] for p in preds)
-    assert 0.0 <= summary["runs"]["aggressive-seed0"]["constrained/json_valid"] <= 1.0
+    assert 0.0 <= summary["runs"]["moderate@0.1-seed0"]["constrained/json_valid"] <= 1.0

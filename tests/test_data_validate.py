@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from model_garden.cli import app
 from model_garden.data.images import ImagePolicy, data_uri
 from model_garden.masking.scan import validate_dataset
-from model_garden.masking import MaskConfig
+from model_garden.masking import MaskConfig, build_example
+from model_garden.training.config import MaskOptions
 
 
 def _reasons(report) -> dict[int, str]:
@@ -92,6 +93,20 @@ def test_flags_relax_the_image_rules_and_strategy_none_accepts_prose(dataset):
     reasons = _reasons(report)
     assert 7 not in reasons and 8 not in reasons
     assert "exceeds the limit of 500" in reasons[11]  # 30x40 inline image over the pixel limit
+
+
+def test_default_strategy_trains_a_prose_reply_whole_instead_of_refusing_it(dataset, smollm2_tokenizer):
+    """auto (the default recipe) masks keys in JSON replies; a reply without JSON is
+    trained whole (a fallback, as response-only loss), where a named JSON strategy refuses it."""
+    auto = MaskOptions().mask_config()
+    assert (auto.strategy, auto.structural_weight, auto.require_json) == ("moderate", 0.1, False)
+    assert 8 not in _reasons(validate_dataset(dataset, cfg=auto))
+    assert "reply is not JSON" in _reasons(validate_dataset(dataset, cfg=MaskConfig(strategy="moderate")))[8]
+    messages = json.loads(_line("Receipt: TOTAL 3.00", reply="The total is 3.00"))["messages"]
+    as_auto, as_none = build_example(smollm2_tokenizer, messages, auto), build_example(smollm2_tokenizer, messages, MaskConfig())
+    assert as_auto["loss_weights"] == as_none["loss_weights"] and not as_auto["json_found"]
+    keyed = build_example(smollm2_tokenizer, json.loads(_line("Receipt: TOTAL 3.00"))["messages"], auto)
+    assert sorted({w for w in keyed["loss_weights"] if w}) == pytest.approx([0.1, 1.0])
 
 
 def test_token_checks_with_a_tokenizer(tmp_path, smollm2_tokenizer):

@@ -202,6 +202,20 @@ def test_resume_from_a_checkpoint_without_todays_stateful_callbacks(tmp_path, ti
     assert saved["stateful_callbacks"]["TrainClock"]["attributes"]["seconds"] > 0
 
 
+def test_default_strategy_trains_json_and_prose_replies(tmp_path, tiny_model_dir):
+    """The default (auto) trains any data: keys at weight 0.1 in JSON replies, a prose reply whole."""
+    data = _dataset(tmp_path, 2)
+    prose = _example_lines(1)[0]
+    prose["messages"][-1]["content"] = "The registration is AB-123-CD."
+    with data.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(prose) + "\n")
+    result = train(_cfg(tiny_model_dir, data, tmp_path / "run", mask_strategy="auto", structural_weight=0.0))
+    assert result.metrics["steps"] == 1
+    stats = json.loads((tmp_path / "run/mask_stats.json").read_text())
+    assert stats["examples"] == 3 and stats["json_fallbacks"] == 1
+    assert stats["weighted"].get("key", 0) > 0 and "Mask strategy `auto` (moderate, structural weight 0.1" in (tmp_path / "run/README.md").read_text()
+
+
 def test_weight_policy_keep_prob_and_schedule(tmp_path, tiny_model_dir):
     from transformers import AutoTokenizer
 
@@ -259,6 +273,11 @@ def test_config_yaml_flags_and_saved_config(tmp_path):
     with pytest.raises(ValueError, match="--structural-weight-schedule"):
         load_config(None, {"structural_weight_schedule": "cosine"})
     assert load_config(None, {"use_selective_loss": True, "semantic_patterns": ['"x": "([^"]*)"']}).mask.mask_strategy == "custom"
+    default = load_config(None, {}).mask
+    assert default.mask_strategy == "auto" and default.describe().startswith("auto (moderate, structural weight 0.1")
+    assert load_config(None, {"mask_strategy": "moderate", "structural_weight": 0.3}).mask.describe() == "moderate, structural weight 0.3"
+    with pytest.raises(ValueError, match="must be one of auto, none, "):
+        load_config(None, {"mask_strategy": "bogus"})
 
 
 def test_train_writes_outputs_and_refuses_bad_data(tmp_path, tiny_model_dir):

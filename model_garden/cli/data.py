@@ -52,7 +52,7 @@ def validate_data(file: Path, base_model: str | None = None, **kwargs: Any) -> N
             report = validate_dataset(file, processing, mask.mask_config(), data.max_length, policy, format=data.data_format)
         elapsed = time.perf_counter() - start
 
-    console.rule(f"{file} · strategy {mask.mask_strategy}")
+    console.rule(f"{file} · strategy {mask.describe()}")
     for message in report.messages:
         console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     counts = Table(title=f"checked in {elapsed:.1f} s")

@@ -46,7 +46,8 @@ def compare(**kwargs: Any) -> None:
         config = kwargs.pop("config")
         names = {f.name for f in dataclasses.fields(CompareOptions)}
         own = _csv_fields({k: v for k, v in kwargs.items() if k in names and v is not None}, CompareOptions)
-        train_cfg = load_config(config, {k: v for k, v in kwargs.items() if k not in names})
+        # Each arm names its strategy; the shared options must not be checked against auto's.
+        train_cfg = load_config(config, {**{k: v for k, v in kwargs.items() if k not in names}, "mask_strategy": "none"})
         cfg = CompareConfig(train=train_cfg, **dataclasses.asdict(CompareOptions(**own)))
         summary = run_compare(cfg, console=console)
         console.print(rich_table(summary))

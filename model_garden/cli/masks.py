@@ -69,13 +69,13 @@ def inspect_masks(**kwargs: Any) -> None:
         report = scan(SampleView(source, own.limit), codec, cfg, data.max_length, name=own.dataset)
         report.raise_errors("--limit to look at fewer records")
         shown = codec.encode_train(source.sample(own.index), cfg, max_length=data.max_length)
-        console.rule(f"{source.where(own.index)} · strategy {mask.mask_strategy}")
+        console.rule(f"{source.where(own.index)} · strategy {mask.describe()}")
         console.print(render_rich(codec.processing, shown, marks=console.color_system is None))
-        console.print(report.stats.table(f"mask statistics · {Path(own.dataset).name} · {mask.mask_strategy}"))
+        console.print(report.stats.table(f"mask statistics · {Path(own.dataset).name} · {mask.describe()}"))
         for warning in report.stats.warnings():
             err_console.print(f"[yellow]warning:[/] {warning}")
         if own.html:
-            Path(own.html).write_text(render_html(codec.processing, shown, f"{source.where(own.index)} · {mask.mask_strategy}"), encoding="utf-8")
+            Path(own.html).write_text(render_html(codec.processing, shown, f"{source.where(own.index)} · {mask.describe()}"), encoding="utf-8")
             console.print(f"wrote {own.html}")
 
 

@@ -87,7 +87,7 @@ class DemoConfig:
     Attributes:
         out: Output folder.
         forms: Synthetic forms to generate (split 80/10/10).
-        strategy: The selective strategy compared with response-only loss.
+        strategy: The selective arm compared with response-only loss (the default recipe's; docs/selective-loss.md).
         max_steps: Optimizer steps per run.
         batch_size: Examples per step.
         eval_examples: Held-out forms decoded at the end.
@@ -98,7 +98,7 @@ class DemoConfig:
 
     out: str = "outputs/demo"
     forms: int = 80
-    strategy: str = "aggressive"
+    strategy: str = "moderate@0.1"
     max_steps: int = 20
     batch_size: int = 2
     eval_examples: int = 8

@@ -3,7 +3,8 @@
 
 ``scan`` reads records in order (bad ones arrive as their ``DataError``) and, for each
 one, opens its images under the codec's policy, refuses a reply that is not JSON under a
-JSON strategy (it would be trained whole), builds the example as training would, and
+JSON strategy named by the user (it would be trained whole; ``--mask-strategy auto``
+trains it whole on purpose, as response-only loss), builds the example as training would, and
 refuses one with no trained token within ``--max-length`` or one whose cut would fall in
 image/video tokens. Every problem is kept with the record's line (or row), so a run never
 dies hours in on a bad record, and the same message reaches ``train`` and
@@ -136,7 +137,7 @@ def _check_one(codec: ChatCodec, sample: Sample, cfg: MaskConfig, max_length: in
         report.images += 1
         report.widths.append(img.width)
         report.heights.append(img.height)
-    if cfg.strategy in JSON_STRATEGIES:
+    if cfg.strategy in JSON_STRATEGIES and cfg.require_json:
         _check_json(codec, sample, cfg)
     if codec.processing is None:
         return None

@@ -85,6 +85,8 @@ class MaskConfig:
         schema: For ``schema-forced``: the JSON schema of the replies (the one constrained
             decoding uses); the reply tokens its grammar forces are masked. Can also be
             given per example to ``build_example``.
+        require_json: Whether a JSON strategy refuses a reply without JSON (the scan's
+            check) rather than train it whole; ``--mask-strategy auto`` trains it whole.
     """
 
     strategy: str = "none"
@@ -92,6 +94,7 @@ class MaskConfig:
     structural_weight: float = 0.0
     train_on: str = "all_assistant"
     schema: dict | None = field(default=None, compare=False)
+    require_json: bool = field(default=True, compare=False)
     _compiled: tuple[re.Pattern, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from model_garden.masking.strategies import MaskConfig, selective_strategy
+from model_garden.masking.strategies import STRATEGIES, MaskConfig, selective_strategy
 from model_garden.options import ConfigError, build, field_docs, flag, read_yaml
 
 _SCHEDULE_RE = re.compile(r"^linear:(?P<start>[0-9.]+)->(?P<end>[0-9.]+)$")
@@ -30,6 +30,9 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Options that change nothing already trained: a resumed run may differ in these when
 # --allow-changes names them (training/run_folder.py).
 BEST_METRICS = ("field_accuracy", "field_accuracy_filled", "json_valid", "value_loss")
+# --mask-strategy auto: the default recipe, chosen by the rule of docs/selective-loss.md
+# from the SROIE and forms studies (docs/results/).
+AUTO_STRATEGY, AUTO_WEIGHT = "moderate", 0.1
 SAFE_TO_CHANGE = ("max_steps", "epochs", "save_steps", "save_total_limit", "eval_steps", "eval_generate", "merge", "skip_bad_lines")
 
 
@@ -130,7 +133,7 @@ class MaskOptions:
     """What carries loss.
 
     Attributes:
-        mask_strategy: none | conservative | moderate | aggressive | custom | schema-forced.
+        mask_strategy: auto | none | conservative | moderate | aggressive | custom | schema-forced (auto: the default recipe of docs/selective-loss.md, moderate with structural weight 0.1, on every JSON reply; a reply without JSON is trained whole).
         use_selective_loss: The notes' switch: conservative masking, or custom with --semantic-patterns.
         semantic_patterns: Regexes whose capture groups are trained (custom strategy).
         structural_weight: Weight of masked structural tokens (0 = masked).
@@ -140,7 +143,7 @@ class MaskOptions:
         schema: Reply JSON Schema for schema-forced (default: schema.json beside the data, or the prompt's).
     """
 
-    mask_strategy: str = "none"
+    mask_strategy: str = "auto"
     use_selective_loss: bool = False
     semantic_patterns: list[str] = field(default_factory=list)
     structural_weight: float = 0.0
@@ -151,21 +154,50 @@ class MaskOptions:
 
     def __post_init__(self) -> None:
         self.semantic_patterns = list(self.semantic_patterns or [])
-        if self.use_selective_loss and self.mask_strategy == "none":
+        if self.use_selective_loss and self.mask_strategy in ("auto", "none"):
             self.mask_strategy = selective_strategy(True, self.semantic_patterns)
-        _require([(0.0 <= self.structural_keep_prob <= 1.0, "--structural-keep-prob must be in [0, 1]")])
+        _require([
+            (self.mask_strategy in ("auto", *STRATEGIES), f"--mask-strategy must be one of auto, {', '.join(STRATEGIES)}; got {self.mask_strategy!r}"),
+            (0.0 <= self.structural_keep_prob <= 1.0, "--structural-keep-prob must be in [0, 1]"),
+        ])
         if self.structural_weight_schedule and not _SCHEDULE_RE.match(self.structural_weight_schedule):
             raise ConfigError(f"--structural-weight-schedule must look like linear:1.0->0.0; got {self.structural_weight_schedule!r}")
+        given = "--structural-weight-schedule" if self.structural_weight_schedule else "--structural-weight" if self.structural_weight else None
+        if self.mask_strategy == "auto" and given:
+            raise ConfigError(
+                f"{given} needs a named --mask-strategy: auto is {AUTO_STRATEGY} at structural weight {AUTO_WEIGHT} "
+                f"(e.g. --mask-strategy {AUTO_STRATEGY} {given} ...)"
+            )
         self.mask_config()  # validates the masking options
 
     def mask_config(self) -> MaskConfig:
         """The masking policy of the training data."""
+        if self.mask_strategy == "auto":
+            return MaskConfig(
+                strategy=AUTO_STRATEGY,
+                semantic_patterns=tuple(self.semantic_patterns),
+                structural_weight=AUTO_WEIGHT,
+                train_on=self.train_on,
+                require_json=False,
+            )
         return MaskConfig(
             strategy=self.mask_strategy,
             semantic_patterns=tuple(self.semantic_patterns),
             structural_weight=0.0 if self.structural_weight_schedule else self.structural_weight,
             train_on=self.train_on,
         )
+
+    def describe(self) -> str:
+        """The strategy in words, for titles and model cards."""
+        return self.mask_strategy + self.details()
+
+    def details(self) -> str:
+        """What ``describe`` adds to the strategy's name: its weight or schedule, or what auto is."""
+        if self.mask_strategy == "auto":
+            return f" ({AUTO_STRATEGY}, structural weight {AUTO_WEIGHT}; replies without JSON trained whole)"
+        if self.structural_weight_schedule:
+            return f", structural weight schedule {self.structural_weight_schedule}"
+        return f", structural weight {self.structural_weight}" if self.structural_weight else ""
 
     def schedule(self) -> tuple[float, float] | None:
         """``(start, end)`` of the structural-weight schedule, if any."""

@@ -59,7 +59,7 @@ trained with [model-garden](https://pypi.org/project/model-garden/).
 
 ## What was trained
 
-Mask strategy `{cfg.mask.mask_strategy}`{f", structural weight {cfg.mask.structural_weight}" if cfg.mask.structural_weight else ""}{f", schedule {cfg.mask.structural_weight_schedule}" if cfg.mask.structural_weight_schedule else ""}: the share of each reply token class that carried loss.
+Mask strategy `{cfg.mask.mask_strategy}`{cfg.mask.details()}: the share of each reply token class that carried loss.
 
 | class | tokens | trained |
 | --- | ---: | ---: |

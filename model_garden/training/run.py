@@ -270,7 +270,7 @@ def _start(cfg: TrainConfig, data: TrainData, processing: Any, out: Path, consol
     stats = {**scan.stats.as_dict(), "skipped": scan.messages, "mask_fingerprint": scan.fingerprint}
     (out / "mask_stats.json").write_text(json.dumps(stats, indent=2), encoding="utf-8")
     name = Path(cfg.data.dataset).name if cfg.data.dataset else data.train.source.name
-    console.print(scan.stats.table(f"mask statistics · {name} · {cfg.mask.mask_strategy}"))
+    console.print(scan.stats.table(f"mask statistics · {name} · {cfg.mask.describe()}"))
     console.print(render_rich(processing, data.train[0], prompt_tail=12, marks=console.color_system is None))
     for warning in scan.stats.warnings():
         console.print(f"[yellow]warning:[/] {warning}")
