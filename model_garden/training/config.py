@@ -172,19 +172,13 @@ class MaskOptions:
 
     def mask_config(self) -> MaskConfig:
         """The masking policy of the training data."""
-        if self.mask_strategy == "auto":
-            return MaskConfig(
-                strategy=AUTO_STRATEGY,
-                semantic_patterns=tuple(self.semantic_patterns),
-                structural_weight=AUTO_WEIGHT,
-                train_on=self.train_on,
-                require_json=False,
-            )
+        auto = self.mask_strategy == "auto"
         return MaskConfig(
-            strategy=self.mask_strategy,
+            strategy=AUTO_STRATEGY if auto else self.mask_strategy,
             semantic_patterns=tuple(self.semantic_patterns),
-            structural_weight=0.0 if self.structural_weight_schedule else self.structural_weight,
+            structural_weight=AUTO_WEIGHT if auto else 0.0 if self.structural_weight_schedule else self.structural_weight,
             train_on=self.train_on,
+            require_json=not auto,
         )
 
     def describe(self) -> str:
