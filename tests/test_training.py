@@ -276,6 +276,8 @@ def test_config_yaml_flags_and_saved_config(tmp_path):
     default = load_config(None, {}).mask
     assert default.mask_strategy == "auto" and default.describe().startswith("auto (moderate, structural weight 0.1")
     assert load_config(None, {"mask_strategy": "moderate", "structural_weight": 0.3}).mask.describe() == "moderate, structural weight 0.3"
+    with pytest.raises(ValueError, match="--structural-keep-prob needs a named --mask-strategy"):
+        load_config(None, {"structural_keep_prob": 0.3})
     with pytest.raises(ValueError, match="must be one of auto, none, "):
         load_config(None, {"mask_strategy": "bogus"})
 
