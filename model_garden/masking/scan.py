@@ -4,8 +4,8 @@
 ``scan`` reads records in order (bad ones arrive as their ``DataError``) and, for each
 one, opens its images under the codec's policy, refuses a reply that is not JSON under a
 JSON strategy named by the user (it would be trained whole; ``--mask-strategy auto``
-trains it whole on purpose, as response-only loss), builds the example as training would, and
-refuses one with no trained token within ``--max-length`` or one whose cut would fall in
+trains it whole on purpose, as response-only loss), builds the example as training
+would, and refuses one with no trained token within ``--max-length`` or one whose cut would fall in
 image/video tokens. Every problem is kept with the record's line (or row), so a run never
 dies hours in on a bad record, and the same message reaches ``train`` and
 ``validate-data``. The report holds compact arrays (token lengths, image sizes, the

@@ -163,8 +163,12 @@ class MaskOptions:
         if self.structural_weight_schedule and not _SCHEDULE_RE.match(self.structural_weight_schedule):
             raise ConfigError(f"--structural-weight-schedule must look like linear:1.0->0.0; got {self.structural_weight_schedule!r}")
         # Each of these acts on masked structural tokens, and auto masks none (it weights them).
-        given = next((flag for flag, value in (("--structural-weight-schedule", self.structural_weight_schedule),
-                      ("--structural-weight", self.structural_weight), ("--structural-keep-prob", self.structural_keep_prob)) if value), None)
+        structural = {
+            "--structural-weight-schedule": self.structural_weight_schedule,
+            "--structural-weight": self.structural_weight,
+            "--structural-keep-prob": self.structural_keep_prob,
+        }
+        given = next((name for name, value in structural.items() if value), None)
         if self.mask_strategy == "auto" and given:
             raise ConfigError(
                 f"{given} needs a named --mask-strategy: auto is {AUTO_STRATEGY} at structural weight {AUTO_WEIGHT} "
