@@ -48,15 +48,20 @@ def _ll_tokenizer(tokenizer: Any, vocab_size: int, eos: tuple[int, ...]) -> llgu
     return llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=list(eos))
 
 
+def _validated(lltok: llguidance.LLTokenizer, grammar: str, what: str) -> llguidance.LLMatcher:
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, lltok)
+    if is_error:
+        # llguidance appends the whole grammar to some messages; a grounded one holds the source.
+        raise SchemaError(f"{what} cannot be enforced by constrained decoding: {messages[0][:500]}")
+    for message in messages:
+        warnings.warn(f"{what}: {message}", stacklevel=4)
+    return llguidance.LLMatcher(lltok, grammar, log_level=0)
+
+
 @functools.lru_cache(maxsize=64)
 def _compiled(lltok: llguidance.LLTokenizer, schema_json: str) -> llguidance.LLMatcher:
     grammar = llguidance.LLMatcher.grammar_from_json_schema(schema_json, overrides=JSON_OPTIONS)
-    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, lltok)
-    if is_error:
-        raise SchemaError(f"the JSON schema cannot be enforced by constrained decoding: {messages[0]}")
-    for message in messages:
-        warnings.warn(f"JSON schema: {message}", stacklevel=3)
-    return llguidance.LLMatcher(lltok, grammar, log_level=0)
+    return _validated(lltok, grammar, "the JSON schema")
 
 
 def schema_json(schema: Any) -> str:
@@ -75,6 +80,14 @@ def eos_ids(tokenizer: Any, eos_token_id: int | list[int] | None = None) -> tupl
     return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
 
 
+def ll_tokenizer(tokenizer: Any, vocab_size: int | None, eos_token_id: int | list[int] | None) -> llguidance.LLTokenizer:
+    tokenizer = text_tokenizer(tokenizer)
+    vocab_size = vocab_size or len(tokenizer)
+    if vocab_size < len(tokenizer):
+        raise SchemaError(f"the model has {vocab_size} logits but the tokenizer {len(tokenizer)} tokens")
+    return _ll_tokenizer(tokenizer, vocab_size, eos_ids(tokenizer, eos_token_id))
+
+
 def matcher(tokenizer: Any, schema: dict, *, vocab_size: int | None = None, eos_token_id: int | list[int] | None = None) -> llguidance.LLMatcher:
     """A fresh grammar matcher for one reply (the compiled grammar is cached per schema).
 
@@ -87,18 +100,28 @@ def matcher(tokenizer: Any, schema: dict, *, vocab_size: int | None = None, eos_
     Raises:
         SchemaError: llguidance cannot enforce the schema (its message says why).
     """
-    tokenizer = text_tokenizer(tokenizer)
-    vocab_size = vocab_size or len(tokenizer)
-    if vocab_size < len(tokenizer):
-        raise SchemaError(f"the model has {vocab_size} logits but the tokenizer {len(tokenizer)} tokens")
-    lltok = _ll_tokenizer(tokenizer, vocab_size, eos_ids(tokenizer, eos_token_id))
-    return _compiled(lltok, schema_json(schema)).deep_copy()
+    return _compiled(ll_tokenizer(tokenizer, vocab_size, eos_token_id), schema_json(schema)).deep_copy()
 
 
-def grammar_allows(tokenizer: Any, schema: dict, text: str) -> bool:
-    """Whether ``text`` is a complete reply the grammar accepts, fed token by token as the
-    tokenizer splits it (a check that training targets and the grammar agree)."""
-    m = matcher(tokenizer, schema)
+def lark_matcher(tokenizer: Any, lark: str, *, vocab_size: int | None = None, eos_token_id: int | list[int] | None = None) -> llguidance.LLMatcher:
+    """A matcher for a Lark grammar written for one reply (grounded decoding's, which
+    holds the record's source text, so it is compiled each time: a few milliseconds).
+    Arguments and errors as :func:`matcher`."""
+    lltok = ll_tokenizer(tokenizer, vocab_size, eos_token_id)
+    return _validated(lltok, llguidance.LLMatcher.grammar_from_lark(lark), "the grounded grammar")
+
+
+def constraint_matcher(tokenizer: Any, constraint: dict | str, **kwargs: Any) -> llguidance.LLMatcher:
+    """A matcher for one reply's constraint: a JSON schema (dict) or a Lark grammar (str,
+    grounded decoding's). Keyword arguments as :func:`matcher`."""
+    return lark_matcher(tokenizer, constraint, **kwargs) if isinstance(constraint, str) else matcher(tokenizer, constraint, **kwargs)
+
+
+def grammar_allows(tokenizer: Any, schema: dict | str, text: str) -> bool:
+    """Whether ``text`` is a complete reply the grammar accepts (a schema's, or a Lark
+    grammar), fed token by token as the tokenizer splits it (a check that training
+    targets and the grammar agree)."""
+    m = constraint_matcher(tokenizer, schema)
     ids = text_tokenizer(tokenizer)(text, add_special_tokens=False)["input_ids"]
     return m.consume_tokens(ids) and m.is_accepting()
 

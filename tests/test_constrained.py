@@ -182,14 +182,14 @@ def test_untrained_model_still_writes_valid_json(smollm2_tokenizer, seed):
     random_lm = tiny_text_model(smollm2_tokenizer, seed=seed).eval()
     prompts = [_encoded(smollm2_tokenizer, text) for text in ("a", "a longer prompt than the first one", "x y")]
     replies = generate_batch(random_lm, smollm2_tokenizer, prompts, schemas=[BOUNDED] * 3, max_new_tokens=120)
-    for text, new_tokens in replies:
+    for text, new_tokens, _ in replies:
         obj = json.loads(text)
         jsonschema.validate(obj, BOUNDED)
         assert text == jsonfmt.dumps(obj)
         assert new_tokens < 120  # ended with EOS, not by running out of budget
     free = generate_batch(random_lm, smollm2_tokenizer, prompts[:1], max_new_tokens=20)
     with pytest.raises(json.JSONDecodeError):
-        json.loads(free[0][0])
+        json.loads(free[0].text)
 
 
 def test_batched_generation_matches_one_at_a_time(smollm2, smollm2_tokenizer):
@@ -197,14 +197,18 @@ def test_batched_generation_matches_one_at_a_time(smollm2, smollm2_tokenizer):
     prompts = [_encoded(smollm2_tokenizer, t) for t in texts]
     batched = generate_batch(smollm2, smollm2_tokenizer, prompts, schemas=[CAR] * 3, max_new_tokens=16)
     single = [generate_batch(smollm2, smollm2_tokenizer, [p], schemas=[CAR], max_new_tokens=16)[0] for p in prompts]
-    assert batched == single
-    assert all(text.startswith('{"Marque": ') for text, _ in batched)
+    assert [r[:2] for r in batched] == [r[:2] for r in single]
+    for b, one in zip(batched, single):  # padding moves the logits only by float noise
+        assert b.scores.keys() == one.scores.keys()
+        for pointer, scores in b.scores.items():
+            assert scores == pytest.approx(one.scores[pointer], rel=1e-3)
+    assert all(r.text.startswith('{"Marque": ') for r in batched)
 
 
 def test_each_row_follows_its_own_schema(smollm2, smollm2_tokenizer):
     other = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
     prompts = [_encoded(smollm2_tokenizer, "Is it ok? Answer as JSON.")] * 2
-    (car, _), (flag, n) = generate_batch(smollm2, smollm2_tokenizer, prompts, schemas=[CAR, other], max_new_tokens=12)
+    (car, _, _), (flag, n, _) = generate_batch(smollm2, smollm2_tokenizer, prompts, schemas=[CAR, other], max_new_tokens=12)
     assert car.startswith('{"Marque": ')
     assert flag in ('{"ok": true}', '{"ok": false}') and n < 12
 

@@ -71,3 +71,28 @@ def test_best_and_early_stopping_options_are_checked():
         TrainConfig.from_options(early_stopping_patience=2)
     with pytest.raises(ValueError, match="--metric-for-best must be one of"):
         TrainConfig.from_options(metric_for_best="accuracy")
+
+
+def test_grounded_decoded_evaluation_is_what_predict_grounded_gives(tmp_path, tiny_model_dir):
+    from model_garden.data.sources import open_source
+    from model_garden.evaluation.decoded import DecodedEval
+    from model_garden.masking.codec import ChatCodec
+    from model_garden.models import load_model, load_processing
+
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "city": {"type": ["string", "null"]}},
+              "required": ["name", "city"], "additionalProperties": False}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    rows = [{"source": f"NAME: {n}\nCITY: {c}", "messages": [{"role": "user", "content": "Read the card. JSON?"},
+                                                              {"role": "assistant", "content": json.dumps({"name": n, "city": c})}]}
+            for n, c in (("ADA", "PARIS"), ("BOB", "LYON"))]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    processing = load_processing(str(tiny_model_dir))
+    decoded = DecodedEval(ChatCodec.for_data(processing, data), open_source(data), 2, 48, grounded=True)
+    assert all(isinstance(c, str) and '"substring_chunks"' in c for c in decoded.constraints)
+    metrics = decoded(load_model(str(tiny_model_dir)))
+    predict(tiny_model_dir, data, tmp_path / "preds.jsonl", max_new_tokens=48, grounded=True)
+    report = evaluate_files(tmp_path / "preds.jsonl", data)
+    assert decoded.outputs == [json.loads(line)["output"] for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert metrics["field_accuracy"] == pytest.approx(report["metrics"]["field_accuracy"])
+    assert report["source_check"]["values_outside"] == 0

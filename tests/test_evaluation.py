@@ -114,12 +114,12 @@ NESTED_GOLD = {
 
 
 def test_nested_answers_use_dotted_keys():
-    pred = {"Marque": {"contents": "Peugeot", "confidence_score": None}, "Modèle": "208"}
+    pred = {"Marque": {"contents": "Peugeot", "confidence_score": 0.93}, "Modèle": "208"}
     m = extraction_metrics([pred], [NESTED_GOLD])
-    assert list(m["per_field"]) == ["Marque.contents", "Marque.confidence_score", "Modèle.contents", "Modèle.confidence_score"]
-    # Marque.contents: wrong case; Modèle.contents: a bare string has no .contents -> omitted;
-    # both confidence scores empty on both sides -> right
-    assert m["field_accuracy"] == 0.5 and (m["omissions"], m["gold_filled"]) == (1, 2)
+    # A confidence_score beside contents is the model's confidence (predict fills it), not a field.
+    assert list(m["per_field"]) == ["Marque.contents", "Modèle.contents"]
+    # Marque.contents: wrong case; Modèle.contents: a bare string has no .contents -> omitted
+    assert m["field_accuracy"] == 0.0 and (m["omissions"], m["gold_filled"]) == (1, 2)
     assert extraction_metrics([pred], [NESTED_GOLD], case_insensitive=True)["per_field"]["Marque.contents"]["accuracy"] == 1.0
 
 

@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from model_garden.cli import data, evaluate, experiments, export, masks, predict, train, vtg
+from model_garden.cli import calibrate, data, evaluate, experiments, export, masks, predict, review, train, vtg
 
 app = typer.Typer(
     name="model-garden",
@@ -30,7 +30,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show Python traceba
         os.environ["MODEL_GARDEN_DEBUG"] = "1"
 
 
-for _stage in (masks, data, train, predict, export, evaluate, experiments, vtg):
+for _stage in (masks, data, train, predict, export, evaluate, calibrate, review, experiments, vtg):
     _stage.register(app)
 
 

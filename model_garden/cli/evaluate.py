@@ -28,21 +28,44 @@ def evaluate(
     ignore_dataset_mismatch: Annotated[
         bool, typer.Option("--ignore-dataset-mismatch", help="Score predictions whose .meta.json names other data")
     ] = False,
+    calibration: Annotated[
+        Optional[Path],
+        typer.Option(help="calibration.json fitted on another split (model-garden calibrate): applied to the confidences, its 95%/99% precision thresholds measured here; default: the map predict applied"),
+    ] = None,
+    plots: Annotated[
+        Optional[Path], typer.Option(help="Folder for the reliability diagram and the precision-coverage curve (PNG)")
+    ] = None,
 ) -> None:
     """Print JSON and schema validity, field accuracy (all fields, and those whose gold
     is not null), CER, ANLS, hallucination and omission rates, and Donut's F1 and nTED
     accuracy, overall and per field, in percent; write them as a JSON report (as
     fractions, with every record's outcomes). An output that is not one JSON object
-    scores zero on every field."""
+    scores zero on every field. Predictions with confidence also get, overall and per
+    field, the AUROC of confidence for right against wrong, the expected calibration
+    error (10 equal-width bins), and the share of fields accepted without review at the
+    95% and 99% precision thresholds of a calibration map fitted on another split."""
     with user_errors():
-        from model_garden.evaluation.report import evaluate_files, report_tables
+        from model_garden.evaluation.calibration import evaluate_confidence, plot_precision_coverage, plot_reliability
+        from model_garden.evaluation.report import confidence_table, evaluate_files, report_tables
 
         report = evaluate_files(
             predictions, dataset, schema=schema, case_insensitive=case_insensitive, predicted_only=predicted_only,
             check_dataset=not ignore_dataset_mismatch,
         )
+        report["confidence"] = evaluate_confidence(predictions, report, calibration)
         for table in report_tables(report):
             console.print(table)
+        if report["confidence"] is not None:
+            console.print(confidence_table(report["confidence"]))
+        check = report["source_check"]
+        if check["records"]:
+            console.print(f"string values that are no span of their record's source text: {check['values_outside']} "
+                          f"(in {len(check['outside'])} of {check['records']} records)")
+        if plots is not None and report["confidence"] is not None:
+            plots.mkdir(parents=True, exist_ok=True)
+            for path in (plot_reliability({"confidence": report["confidence"]}, plots / "reliability.png"),
+                         plot_precision_coverage({"confidence": report["confidence"]}, plots / "precision_coverage.png")):
+                console.print(f"wrote {path}")
         for key, what in (("missing_predictions", "no prediction"), ("unparseable", "output not one JSON object")):
             if report[key]:
                 lines = ", ".join(map(str, report[key][:20])) + (" ..." if len(report[key]) > 20 else "")

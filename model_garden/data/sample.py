@@ -42,6 +42,8 @@ SHAREGPT_ROLES = {
     "observation": "tool",
     "function_response": "tool",
 }
+# The record key that names the text a reply's values come from (``Sample.source_text``).
+SOURCE_FIELD = "source"
 LAYOUTS = "'messages', 'prompt' + 'completion', or ShareGPT 'conversations'"
 
 
@@ -91,6 +93,24 @@ class Sample:
                     return json.dumps(msg["tool_calls"], ensure_ascii=False)
                 return content or ""
         return ""
+
+    def source_text(self, field: str = SOURCE_FIELD) -> str | None:
+        """The text the reply's values are taken from (grounded decoding copies only spans
+        of it): the record's ``field`` key when it holds a string (``make-data sroie``
+        writes the OCR text there, so that the instructions and the schema pasted into the
+        prompt are no source), else the text of the user turns joined by line breaks;
+        ``None`` when there is none (an image-only prompt)."""
+        own = self.meta.get(field)
+        if isinstance(own, str):
+            return own
+        texts = []
+        for msg in self.messages:
+            if msg.get("role") != "user":
+                continue
+            content = msg.get("content")
+            parts = [content] if isinstance(content, str) else [p.get("text") for p in content or [] if isinstance(p, dict)]
+            texts += [t for t in parts if isinstance(t, str) and t]
+        return "\n".join(texts) or None
 
 
 def _drop_none(value: Any) -> Any:

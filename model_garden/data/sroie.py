@@ -5,7 +5,8 @@ The SROIE layout: ``box/NNN.csv`` holds one OCR line per row, ``x1,y1,x2,y2,x3,y
 the gold ``company``, ``date``, ``address`` and ``total``; ``img/NNN.jpg`` is optional.
 
 The prompt gives the OCR lines in reading order: boxes sorted by vertical centre, boxes
-whose centres are within half a line height joined into one row, left to right. The
+whose centres are within half a line height joined into one row, left to right; the same
+lines are the record's ``source`` (what ``predict --grounded`` copies values from). The
 reply is the gold JSON (keys in schema order); a key missing from the gold file or left
 empty becomes ``null``. Receipts with an image also go to a vision file, whose prompt
 holds the schema and the image (the model reads the receipt itself, not the OCR).
@@ -198,7 +199,10 @@ def convert_sroie(src: str | Path, out: str | Path, n_train: int = 400) -> Sroie
                 continue
             reply = {"role": "assistant", "content": jsonfmt.dumps(gold)}
             user = {"role": "user", "content": f"{intro}\n\nReceipt (OCR lines in reading order):\n" + "\n".join(rows)}
-            line = json.dumps({"id": rid, "messages": [system, user, reply]}, ensure_ascii=False) + "\n"
+            # The OCR text is the source grounded decoding copies from: the schema and the
+            # instructions pasted into the prompt are not.
+            record = {"id": rid, "source": "\n".join(rows), "messages": [system, user, reply]}
+            line = json.dumps(record, ensure_ascii=False) + "\n"
             split = "train" if counts["all"] < n_train else "test"
             for name in ("all", split):
                 handles[name].write(line)

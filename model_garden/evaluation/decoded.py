@@ -1,8 +1,8 @@
 """Decoded evaluation during training: what the model writes, not only its loss.
 
 At every evaluation, ``DecodedEval`` decodes a fixed subset of the eval set (the first
-``--eval-generate`` records) greedily under each record's JSON schema, exactly as
-``predict`` would (the same codec-encoded prompts, the same ``generate_batch``), and scores
+``--eval-generate`` records) greedily under each record's JSON schema (grounded in its
+source text with ``--eval-grounded``), exactly as ``predict`` would (the same codec-encoded prompts, the same ``generate_batch``), and scores
 the replies with the project's extraction metrics (an invalid reply scores zero on every
 field). The trainer logs the result beside the value loss as ``eval_json_valid``,
 ``eval_field_accuracy`` and ``eval_field_accuracy_filled`` (console, ``log.jsonl``,
@@ -21,10 +21,12 @@ from typing import Any
 
 import torch
 
+from model_garden.data.sample import SOURCE_FIELD
 from model_garden.data.sources import SampleView
 from model_garden.evaluation.metrics import aggregate, score_records
 from model_garden.evaluation.report import parse_output
 from model_garden.inference.generate import generate_batch
+from model_garden.inference.grounding import grounded_constraint
 from model_garden.masking.codec import ChatCodec
 
 DECODED_METRICS = ("json_valid", "field_accuracy", "field_accuracy_filled", "schema_valid")
@@ -41,7 +43,7 @@ class DecodedEval:
         batch_size: Prompts decoded together.
     """
 
-    def __init__(self, codec: ChatCodec, source: Any, n: int, max_new_tokens: int, batch_size: int = 8):
+    def __init__(self, codec: ChatCodec, source: Any, n: int, max_new_tokens: int, batch_size: int = 8, grounded: bool = False):
         self.codec = codec
         self.samples = SampleView(source, n)
         self.golds = [parse_output(s.reply) for s in self.samples]
@@ -49,6 +51,10 @@ class DecodedEval:
         if any(s is None for s in self.schemas):
             missing = next(s.where for s, schema in zip(self.samples, self.schemas) if schema is None)
             raise ValueError(f"--eval-generate: {missing} has no JSON schema to constrain decoding with (--schema FILE)")
+        # The grammars decoding follows: the schemas', or each record's grounded one (built once).
+        self.constraints: list[dict | str] = (
+            [grounded_constraint(schema, s, SOURCE_FIELD) for s, schema in zip(self.samples, self.schemas)] if grounded else list(self.schemas)
+        )
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.outputs: list[str] = []
@@ -61,8 +67,8 @@ class DecodedEval:
         for lo in range(0, len(self.samples), self.batch_size):
             batch = self.samples[lo : lo + self.batch_size]
             prompts = [self.codec.encode_prompt(s) for s in batch]
-            replies = generate_batch(model, self.codec.processing, prompts, schemas=self.schemas[lo : lo + len(batch)], max_new_tokens=self.max_new_tokens)
-            self.outputs += [text for text, _ in replies]
+            replies = generate_batch(model, self.codec.processing, prompts, schemas=self.constraints[lo : lo + len(batch)], max_new_tokens=self.max_new_tokens)
+            self.outputs += [reply.text for reply in replies]
         preds = [parse_output(text) for text in self.outputs]
         metrics = aggregate(score_records(preds, self.golds, schema=self.schemas))
         return {k: metrics.get(k) for k in DECODED_METRICS}
@@ -73,4 +79,4 @@ def decoded_eval_factory(cfg: Any, codec: ChatCodec, source: Any, budget: int) -
     n = min(cfg.run.eval_generate, len(source))
     if n <= 0:
         return None
-    return DecodedEval(codec, source, n, budget, cfg.optim.batch_size)
+    return DecodedEval(codec, source, n, budget, cfg.optim.batch_size, grounded=cfg.run.eval_grounded)

@@ -15,7 +15,8 @@ parsed.) A valid ``{}`` is an answer, and is right where the gold is empty.
 
 Fields are the gold object's leaves under dotted keys: dicts are descended
 (``{"Marque": {"contents": "PEUGEOT"}}`` gives ``Marque.contents``), while lists,
-scalars and empty dicts are leaves compared whole. The prediction's value is looked up
+scalars and empty dicts are leaves compared whole. A ``confidence_score`` beside
+``contents`` is not a field: ``predict`` fills it with the model's confidence. The prediction's value is looked up
 at the same path (missing = empty). Keys the prediction adds are not fields; they cost
 precision and schema validity instead.
 
@@ -93,6 +94,17 @@ def normalize(value: Any, case_insensitive: bool = False) -> str:
     if cleaned is None:
         return ""
     return cleaned if isinstance(cleaned, str) else jsonfmt.dumps(cleaned)
+
+
+def without_confidence(value: Any) -> Any:
+    """``value`` without the ``confidence_score`` beside each ``contents`` (the design
+    notes' forms): the model's confidence, which ``predict`` fills in, not an extracted
+    value, so neither a field nor a Donut pair."""
+    if isinstance(value, list):
+        return [without_confidence(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    return {k: without_confidence(v) for k, v in value.items() if not (k == "confidence_score" and "contents" in value)}
 
 
 def gold_fields(obj: dict[str, Any], prefix: KeyPath = ()) -> dict[KeyPath, Any]:
@@ -181,6 +193,7 @@ def score_records(
     for i, (pred, gold) in enumerate(zip(predictions, golds)):
         if not isinstance(gold, dict):
             raise ValueError(f"gold {i} is a {type(gold).__name__}, not a JSON object")
+        pred, gold = without_confidence(pred), without_confidence(gold)
         rows.append({
             ".".join(path): field_scores(lookup(pred, path), value, case_insensitive)
             if pred is not None else _invalid_scores(value, case_insensitive)
@@ -190,7 +203,7 @@ def score_records(
         table["ted_accuracy"].append(ted_accuracy(pred, gold) if pred is not None else 0.0)
         for key, count in zip(("tp", "fp", "fn"), pair_counts(pred, gold)):
             table[key].append(count)
-    table["schema_valid"] = _schema_validity(predictions, schema)
+    table["schema_valid"] = _schema_validity(predictions, schema)  # on the whole output, confidence included
     names = list(dict.fromkeys(name for row in rows for name in row))  # first-seen order
     table["fields"] = {
         name: {k: [row[name][k] if name in row else None for row in rows] for k in FIELD_OUTCOMES} for name in names

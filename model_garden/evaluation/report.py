@@ -26,9 +26,11 @@ from typing import Any
 from rich.table import Table
 
 from model_garden.data.jsonl import DataError, Sample
+from model_garden.data.sample import SOURCE_FIELD
 from model_garden.data.schema import load_schema, schema_for
 from model_garden.data.sources import open_source
-from model_garden.evaluation.metrics import aggregate, score_records
+from model_garden.evaluation.metrics import aggregate, score_records, without_confidence
+from model_garden.inference.grounding import normalized_source
 
 
 def _check_made_for(predictions: Path, source: Any) -> None:
@@ -92,6 +94,22 @@ def read_predictions(path: str | Path, key: str = "line", *, positional: bool = 
     return outputs
 
 
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [s for v in items for s in _strings(v)]
+
+
+def outside_source(prediction: Any, source: str | None) -> list[str]:
+    """The non-empty string values of a prediction that are not a span of ``source``
+    (line breaks read as spaces, as grounded decoding reads them): invented, or changed."""
+    if source is None:
+        return []
+    text, _ = normalized_source(source)
+    return [s for s in _strings(prediction) if s and s not in text]
+
+
 def _gold(record: Sample, where: str) -> dict[str, Any]:
     gold = parse_output(record.reply)
     if gold is None:
@@ -124,7 +142,8 @@ def evaluate_files(
 
     Returns:
         The report: the inputs, ``missing_predictions`` and ``unparseable`` (dataset line
-        numbers), ``metrics`` (see ``model_garden.evaluation.metrics``) and ``records``
+        numbers), ``source_check`` (records with a source text checked, and per dataset
+        line the string values that are no span of it: ``outside_source``), ``metrics`` (see ``model_garden.evaluation.metrics``) and ``records``
         (the per-record table, with ``line``: the dataset line of each record).
 
     Raises:
@@ -137,7 +156,10 @@ def evaluate_files(
     if check_dataset:
         _check_made_for(Path(predictions), source)
     explicit = load_schema(schema) if schema is not None else None
+    meta = Path(f"{predictions}.meta.json")
+    source_field = (json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}).get("source_field") or SOURCE_FIELD
     missing, unparseable, preds, golds, schemas, lines = [], [], [], [], [], []
+    checked, values, outside = 0, 0, {}
     for record in source:
         if predicted_only and record.line not in outputs:
             continue
@@ -150,6 +172,11 @@ def evaluate_files(
             missing.append(record.line)
         elif preds[-1] is None:
             unparseable.append(record.line)
+        elif (source := record.source_text(source_field)) is not None:
+            checked += 1
+            values += sum(bool(s) for s in _strings(without_confidence(preds[-1])))
+            if invented := outside_source(without_confidence(preds[-1]), source):
+                outside[record.line] = invented
     if outputs:
         line, (_, where) = min(outputs.items())
         raise DataError(f"{where}: predicts dataset line {line}, but {dataset} has no record on line {line}")
@@ -162,6 +189,8 @@ def evaluate_files(
         "predicted_only": predicted_only,
         "missing_predictions": missing,
         "unparseable": unparseable,
+        # Against each record's source text (its source_field, else its user turns).
+        "source_check": {"records": checked, "values": values, "values_outside": sum(map(len, outside.values())), "outside": outside},
         "units": "metrics are fractions: 0.745 means 74.5% (CER can exceed 1); counts are counts",
         "metrics": aggregate(records),
         "records": records,
@@ -206,6 +235,22 @@ def report_tables(report: dict[str, Any]) -> tuple[Table, Table]:
     for name, f in m["per_field"].items():
         fields.add_row(name, str(f["n"]), *(_pct(f[k]) for k in keys))
     return overall, fields
+
+
+def confidence_table(section: dict[str, Any]) -> Table:
+    """A Rich table of ``evaluate``'s confidence section, overall then per field."""
+    at = list(section["at"])
+    table = Table("field", "n", "accuracy", "AUROC", "ECE", *(f"accepted at {100 * float(t):g}% (precision)" for t in at),
+                  title="confidence" + (f" · calibrated on {section['calibration']['dataset']}" if section.get("calibration") else " · raw (no calibration map)"))
+
+    def row(name: str, s: dict[str, Any]) -> None:
+        cells = [f"{_pct(s['at'][t]['coverage'])} ({_pct(s['at'][t]['precision'])})" for t in at]
+        table.add_row(name, str(s["n"]), _pct(s["accuracy"]), "–" if s["auroc"] is None else f"{s['auroc']:.3f}", _pct(s["ece"]), *cells)
+
+    row("all fields", section)
+    for name, s in section["per_field"].items():
+        row(name, s)
+    return table
 
 
 if __name__ == "__main__":

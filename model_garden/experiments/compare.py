@@ -2,14 +2,16 @@
 
 For every seed, every strategy trains from the same initial weights, on the same data in
 the same order, with the same hyper-parameters; only the mask differs. Each run logs the
-value-token eval loss on a fixed schedule, then predicts the eval set with and without
-constrained decoding and is evaluated. Runs already finished are reused, so an
+value-token eval loss on a fixed schedule, then predicts the eval set with each decoding
+(``--decodings``: the schema's grammar, grounded in the source, or free) and is
+evaluated, confidence included (calibrated on ``--calibration-dataset`` when given). Runs already finished are reused, so an
 interrupted comparison continues where it stopped.
 
 Layout::
 
     OUT/runs/<strategy>-seed<k>/        training output (see training/run.py)
-    OUT/runs/<strategy>-seed<k>/preds-{constrained,free}.jsonl, eval-{...}.json
+    OUT/runs/<strategy>-seed<k>/preds-{constrained,grounded,free}.jsonl, eval-{...}.json
+    OUT/runs/<strategy>-seed<k>/calibration-{constrained,grounded}.json (with --calibration-dataset)
     OUT/runs/<strategy>-seed<k>/same_as.json   instead, when the run is shared
     OUT/report.md, OUT/summary.json, OUT/*.png
 
@@ -27,6 +29,7 @@ from typing import Any
 from rich.console import Console
 
 from model_garden.evaluation import evaluate_files
+from model_garden.evaluation.calibration import confidence_metrics, evaluate_confidence, fit_calibration
 from model_garden.evaluation.decoded import decoded_eval_factory
 from model_garden.experiments.options import CompareOptions, arm_folder, parse_arm
 from model_garden.experiments.report import summarize, write_report
@@ -177,17 +180,22 @@ def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> d
     for decoding in cfg.decodings:
         preds, report = folder / f"preds-{decoding}.jsonl", folder / f"eval-{decoding}.json"
         if not report.is_file():
-            console.print(f"predicting {strategy} · seed {seed} · {decoding} decoding")
-            stats = predict(
-                folder,
-                run_cfg.data.eval_dataset,
-                preds,
-                constrained=decoding == "constrained",
-                batch_size=cfg.predict_batch_size,
-                max_new_tokens=cfg.max_new_tokens,
-                limit=cfg.predict_limit,
+            decode = functools.partial(
+                predict, folder, constrained=decoding != "free", grounded=decoding == "grounded",
+                batch_size=cfg.predict_batch_size, max_new_tokens=cfg.max_new_tokens,
             )
+            calibration = None
+            if cfg.calibration_dataset and decoding != "free":
+                calibration = folder / f"calibration-{decoding}.json"
+                if not calibration.is_file():
+                    console.print(f"calibrating {strategy} · seed {seed} · {decoding} decoding")
+                    decode(cfg.calibration_dataset, folder / f"preds-calibration-{decoding}.jsonl", calibration=None)
+                    fit_calibration(folder / f"preds-calibration-{decoding}.jsonl", cfg.calibration_dataset).save(calibration)
+            console.print(f"predicting {strategy} · seed {seed} · {decoding} decoding")
+            stats = decode(run_cfg.data.eval_dataset, preds, limit=cfg.predict_limit, calibration=calibration)
             evaluated = evaluate_files(preds, run_cfg.data.eval_dataset, predicted_only=cfg.predict_limit is not None)
+            evaluated["confidence"] = evaluate_confidence(preds, evaluated)
+            evaluated["metrics"] |= confidence_metrics(evaluated)
             evaluated["predict"] = stats
             report.write_text(json.dumps(evaluated, indent=2, ensure_ascii=False), encoding="utf-8")
         evaluated = json.loads(report.read_text(encoding="utf-8"))
@@ -229,6 +237,7 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
         "strategies": cfg.strategies,
         "seeds": cfg.seeds,
         "decodings": cfg.decodings,
+        "calibration_dataset": cfg.calibration_dataset,
         "predict_limit": cfg.predict_limit,
         "max_new_tokens": cfg.max_new_tokens,
         "train": cfg.train.to_dict(),

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from model_garden.masking.strategies import STRATEGIES
 
-DECODINGS = ("constrained", "free")
+# constrained: the schema's grammar; grounded: also every string a span of the source; free: none.
+DECODINGS = ("constrained", "grounded", "free")
 _ARM_RE = re.compile(r"^(?P<strategy>[a-z-]+)(?:@(?:(?P<weight>[0-9.]+)|(?P<schedule>linear:[0-9.]+->[0-9.]+)))?$")
 
 
@@ -46,7 +47,8 @@ class CompareOptions:
         strategies: Arms, comma-separated; the first is the baseline. An arm is a mask strategy, optionally with its structural weight (moderate@0.1) or schedule (moderate@linear:1.0->0.0).
         seeds: Seeds, comma-separated; one run per strategy and seed.
         out: Output folder (runs, report.md, plots).
-        decodings: constrained and/or free decoding for the final evaluation.
+        decodings: The final evaluation's decodings: constrained (the schema), grounded (the schema, every string a span of the record's source text) and/or free.
+        calibration_dataset: A calibration split: each run predicts it with each constrained or grounded decoding, fits that decoding's confidence calibration map on it (model-garden calibrate) and applies the map to the eval predictions, whose report then measures review coverage at its 95% and 99% precision thresholds.
         predict_limit: Decode only the first N eval examples (default: all).
         predict_batch_size: Prompts decoded together.
         max_new_tokens: Generation budget per reply.
@@ -57,7 +59,8 @@ class CompareOptions:
     strategies: list[str] = field(default_factory=lambda: ["none", "conservative", "moderate", "aggressive"])
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     out: str = "outputs/compare"
-    decodings: list[str] = field(default_factory=lambda: list(DECODINGS))
+    decodings: list[str] = field(default_factory=lambda: ["constrained", "free"])
+    calibration_dataset: str | None = None
     predict_limit: int | None = None
     predict_batch_size: int = 8
     max_new_tokens: int = 256

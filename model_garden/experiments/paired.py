@@ -40,9 +40,10 @@ def aligned(runs: list[Run], decoding: str) -> list[np.ndarray] | None:
 
 def paired_eval(strategy_runs: list[Run], base_runs: list[Run], decoding: str, key: str) -> Difference | None:
     """Hierarchical bootstrap of a decoded metric's difference over the seeds both ran
-    (``strategy_runs[k]`` and ``base_runs[k]`` share a seed); None without records."""
+    (``strategy_runs[k]`` and ``base_runs[k]`` share a seed); None without records, or
+    for a metric that is not a ratio of per-record sums (confidence AUROC, say)."""
     rows = aligned(strategy_runs + base_runs, decoding)
-    if rows is None or not len(rows[0]):
+    if rows is None or not len(rows[0]) or key not in record_ratios(strategy_runs[0]["records"][decoding]):
         return None
 
     def side(runs: list[Run], idx: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -46,6 +46,10 @@ EVAL_METRICS = [
     ("cer", "CER", False),
     ("hallucination_rate", "hallucination rate", False),
     ("omission_rate", "omission rate", False),
+    ("outside_source_rate", "string values not in the source", False),
+    ("confidence_auroc", "confidence AUROC (right vs wrong)", True),
+    ("confidence_ece", "confidence ECE", False),
+    ("review_coverage_99", "accepted without review at 99% precision", True),
 ]
 TRAIN_METRICS = [
     ("final_value_loss", "eval value loss (final)", False),

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import llguidance
-import llguidance.numpy
-import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from model_garden.grammar import JSON_OPTIONS, SchemaError, eos_ids, grammar_allows, matcher
+from model_garden.grammar import JSON_OPTIONS, SchemaError, constraint_matcher, eos_ids, grammar_allows, matcher
+from model_garden.inference.confidence import ConstrainedDecodingError, GuidedRows
 
 __all__ = [
     "JSON_OPTIONS",
@@ -39,79 +37,59 @@ __all__ = [
 ]
 
 
-class ConstrainedDecodingError(RuntimeError):
-    """A generated token broke the grammar (another processor overrode the mask)."""
-
-
 class JsonSchemaLogitsProcessor(LogitsProcessor):
-    """Masks each row of a batch to the tokens its schema allows next.
+    """Masks each row of a batch to the tokens its grammar allows next, and logs each
+    chosen token's probability (``rows.logs``, see ``inference.confidence``).
 
-    One matcher per row tracks that row's reply. The first call sees the (left-padded)
-    prompts; every later call first feeds each row's newest token to its matcher. A row
-    whose reply has ended (EOS) is left alone: ``generate`` pads it from then on.
+    The first call sees the (left-padded) prompts; every later call first feeds each
+    row's newest token to its grammar. A row whose reply has ended (EOS) is left alone:
+    ``generate`` pads it from then on. After ``generate``, ``close`` logs the last token.
 
     Args:
-        matchers: One fresh matcher per batch row (see :func:`matcher`).
-        vocab_size: Width of the model's logits.
-        eos_token_ids: The tokens that end a reply (the matchers' EOS).
+        rows: The batch's grammar state (one matcher per row; ``None`` decodes a row freely).
     """
 
-    def __init__(self, matchers: list[llguidance.LLMatcher], vocab_size: int, eos_token_ids: tuple[int, ...]):
-        self.matchers = matchers
-        self.vocab_size = vocab_size
-        self.eos = frozenset(eos_token_ids)
-        self.bitmask = llguidance.numpy.allocate_token_bitmask(len(matchers), vocab_size)
-        self.done = [False] * len(matchers)
+    def __init__(self, rows: GuidedRows):
+        self.rows = rows
         self._started = False
 
-    def _consume(self, input_ids: torch.LongTensor) -> None:
-        for row, token in enumerate(input_ids[:, -1].tolist()):
-            if self.done[row]:
-                continue
-            m = self.matchers[row]
-            if not m.consume_token(token):
-                raise ConstrainedDecodingError(f"batch row {row}: token {token} broke the grammar: {m.get_error()}")
-            # llguidance accepts EOS only once the reply is complete.
-            self.done[row] = token in self.eos
-
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if scores.shape != (len(self.matchers), self.vocab_size):
+        if scores.shape != (len(self.rows.matchers), self.rows.vocab_size):
             raise ConstrainedDecodingError(
-                f"logits of shape {tuple(scores.shape)}, expected ({len(self.matchers)}, {self.vocab_size}): "
+                f"logits of shape {tuple(scores.shape)}, expected ({len(self.rows.matchers)}, {self.rows.vocab_size}): "
                 "one matcher per sequence and a mask as wide as the model's logits (beam search is not supported)"
             )
         if self._started:
-            self._consume(input_ids)
+            self.rows.consume(input_ids[:, -1].tolist())
         self._started = True
-        self.bitmask.fill(-1)
-        # Row by row on this thread: a mask takes tens of microseconds, and llguidance's
-        # thread pool would compete with torch's threads (see docs/benchmarks.md).
-        for row, m in enumerate(self.matchers):
-            if not self.done[row]:
-                llguidance.numpy.fill_next_token_bitmask(m, self.bitmask, row)
-        blocked = np.unpackbits(self.bitmask.view(np.uint8), axis=1, count=self.vocab_size, bitorder="little") == 0
         if scores.device.type == "cpu" and scores.dtype == torch.float32:
-            # Single-threaded numpy: torch would split the row over its threads, and on a
-            # busy CPU waiting for them costs milliseconds per step.
-            np.copyto(scores.numpy(), -np.inf, where=blocked)
+            # In place and single-threaded numpy: torch would split the row over its
+            # threads, and on a busy CPU waiting for them costs milliseconds per step.
+            self.rows.mask(scores.numpy())
             return scores
+        blocked = self.rows.mask(scores.float().cpu().numpy())
         return scores.masked_fill_(torch.from_numpy(blocked).to(scores.device), float("-inf"))
+
+    def close(self, last_tokens: torch.LongTensor) -> None:
+        """Log the tokens ``generate`` chose after the last call."""
+        self.rows.close(last_tokens.tolist())
 
 
 def json_schema_processor(
     tokenizer: Any,
-    schema: dict | list[dict],
+    schema: dict | str | list[dict | str | None],
     vocab_size: int,
     batch_size: int,
     *,
     eos_token_id: int | list[int] | None = None,
 ) -> JsonSchemaLogitsProcessor:
-    """A logits processor for one ``generate`` call that keeps every reply valid JSON
-    for its schema.
+    """A logits processor for one ``generate`` call that keeps every reply valid for its
+    constraint: a JSON schema, or a Lark grammar (grounded decoding's).
 
     Args:
         tokenizer: A fast Hugging Face tokenizer, or a processor wrapping one.
-        schema: One schema for every row, or a list with one schema per row.
+        schema: One constraint for every row, or a list with one per row (``None``:
+            that row decodes freely, its tokens still logged).
         vocab_size: Width of the model's logits (``model.get_output_embeddings()``'s rows),
             not ``len(tokenizer)``.
         batch_size: Number of sequences ``generate`` runs together.
@@ -122,13 +100,13 @@ def json_schema_processor(
         it holds per-row state, so make a new one for each call.
 
     Raises:
-        SchemaError: A schema cannot be enforced.
+        SchemaError: A constraint cannot be enforced.
     """
-    schemas = schema if isinstance(schema, list) else [schema] * batch_size
-    if len(schemas) != batch_size:
-        raise ValueError(f"{len(schemas)} schemas for a batch of {batch_size}")
-    matchers = [matcher(tokenizer, s, vocab_size=vocab_size, eos_token_id=eos_token_id) for s in schemas]
-    return JsonSchemaLogitsProcessor(matchers, vocab_size, eos_ids(tokenizer, eos_token_id))
+    constraints = schema if isinstance(schema, list) else [schema] * batch_size
+    if len(constraints) != batch_size:
+        raise ValueError(f"{len(constraints)} schemas for a batch of {batch_size}")
+    matchers = [None if c is None else constraint_matcher(tokenizer, c, vocab_size=vocab_size, eos_token_id=eos_token_id) for c in constraints]
+    return JsonSchemaLogitsProcessor(GuidedRows(matchers, vocab_size, eos_ids(tokenizer, eos_token_id)))
 
 
 if __name__ == "__main__":

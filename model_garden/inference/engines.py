@@ -1,19 +1,19 @@
 """Greedy decoding of token-id prompts with an inference engine, the reply constrained by
-the same JSON-schema grammar as the ``hf`` engine.
+the same grammar as the ``hf`` engine (a JSON schema's, or grounded decoding's Lark
+grammar). Prompts are token ids (what ``ChatCodec`` renders), so every engine decodes
+exactly the same prompt.
 
-Every engine here runs llguidance inside. The schema goes in with ``JSON_OPTIONS`` as its
-``x-guidance`` options (:func:`model_garden.grammar.with_guidance`), which llguidance
-reads before any engine default, so the reply layout (``", "`` and ``": "``, one line)
-is the one training targets are written in, whichever engine decodes. Prompts are token
-ids (what ``ChatCodec`` renders), so every engine decodes exactly the same prompt.
-
-* ``onnxruntime-genai``: a folder from ``model-garden export RUN --format onnx``. One
-  sequence at a time: in ONNX Runtime GenAI a batch shares one grammar (one schema), and
-  padding is told from prompt by the pad token id, which for SmolLM2 is its end-of-turn
-  token.
-* ``vllm``: a merged folder (``--format merged``), guided JSON with vLLM's ``guidance``
-  backend. vLLM needs a supported GPU; it is imported only when used and has not been run
-  on the CPU-only machine this was written on.
+* ``onnxruntime-genai``: a folder from ``model-garden export RUN --format onnx``. The
+  engine computes each step's logits; the mask, the greedy choice and the token log are
+  the ``hf`` engine's (``inference.confidence.GuidedRows``, llguidance with the same
+  ``JSON_OPTIONS``), so the two engines report the same confidences. One sequence at a
+  time: padding is told from prompt by the pad token id, which for SmolLM2 is its
+  end-of-turn token.
+* ``vllm``: a merged folder (``--format merged``), guided by vLLM's ``guidance`` backend
+  (llguidance): a schema goes in with ``JSON_OPTIONS`` as its ``x-guidance`` options
+  (:func:`model_garden.grammar.with_guidance`), a grounded grammar as a Lark grammar.
+  vLLM needs a supported GPU; it is imported only when used and has not been run on the
+  CPU-only machine this was written on.
 
 Try it: ``python -m model_garden.inference.engines ONNX_DIR`` decodes a short constrained
 reply with an exported model.
@@ -26,15 +26,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from transformers import AutoTokenizer
 
-from model_garden.grammar import SchemaError, with_guidance
-
-Reply = tuple[str, int]  # reply text without special tokens, tokens generated before EOS
+from model_garden.grammar import SchemaError, constraint_matcher, ll_tokenizer, with_guidance
+from model_garden.inference.confidence import GuidedRows, Reply, value_scores
 
 
 @functools.lru_cache(maxsize=2)
-def _ort_model(model_dir: str, threads: int | None) -> tuple[Any, tuple[int, ...]]:
+def _ort_model(model_dir: str, threads: int | None) -> tuple[Any, tuple[int, ...], int]:
     try:  # an optional dependency (the onnx extra)
         import onnxruntime_genai as og
     except ImportError:
@@ -45,8 +45,9 @@ def _ort_model(model_dir: str, threads: int | None) -> tuple[Any, tuple[int, ...
     config = og.Config(model_dir)
     if threads is not None:
         config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
-    eos = json.loads(genai_config.read_text(encoding="utf-8"))["model"]["eos_token_id"]
-    return og.Model(config), tuple(eos) if isinstance(eos, list) else (eos,)
+    spec = json.loads(genai_config.read_text(encoding="utf-8"))["model"]
+    eos = spec["eos_token_id"]
+    return og.Model(config), tuple(eos) if isinstance(eos, list) else (eos,), int(spec["vocab_size"])
 
 
 @functools.lru_cache(maxsize=4)
@@ -58,19 +59,23 @@ def _hf_tokenizer(model_dir: str) -> Any:
 def generate_ort(
     model_dir: str | Path,
     prompt_ids: list[list[int]],
-    schemas: list[dict] | None,
+    schemas: list[dict | str | None] | None,
     max_new_tokens: int,
     *,
     threads: int | None = None,
 ) -> list[Reply]:
     """Greedily decode each prompt with ONNX Runtime GenAI (CPU).
 
+    The engine computes the logits; the grammar, the greedy choice and the token log are
+    the ``hf`` engine's own (``inference.confidence.GuidedRows``), so both engines apply
+    the same mask to the same logits and report the same confidences.
+
     Args:
         model_dir: A folder exported with ``--format onnx`` (``genai_config.json``, model,
             tokenizer).
         prompt_ids: Token ids of each prompt, ending with the assistant header.
-        schemas: Per prompt, the JSON schema its reply must follow (``None`` for the list
-            or an entry: decode freely).
+        schemas: Per prompt, the constraint of its reply: a JSON schema, or a Lark grammar
+            (grounded decoding's); ``None`` (the list or an entry) decodes freely.
         max_new_tokens: Generation budget per reply.
         threads: ONNX Runtime's intra-op threads; ``None`` keeps its default (one per
             physical core). On a shared machine pass the idle cores
@@ -78,37 +83,44 @@ def generate_ort(
             for torch.
 
     Returns:
-        Per prompt, ``(reply text without special tokens, tokens generated before EOS)``.
+        Per prompt, a ``Reply`` (text, tokens generated before EOS, value scores).
 
     Raises:
-        SchemaError: ONNX Runtime GenAI's llguidance cannot compile a schema.
+        SchemaError: a constraint cannot be enforced (the message names the prompt).
     """
     import onnxruntime_genai as og  # optional; _ort_model below says how to install it
 
     if schemas is not None and len(schemas) != len(prompt_ids):
         raise ValueError(f"{len(schemas)} schemas for {len(prompt_ids)} prompts")
-    model, eos = _ort_model(str(model_dir), threads)
+    model, eos, vocab = _ort_model(str(model_dir), threads)
     tokenizer = _hf_tokenizer(str(model_dir))
+    lltok = ll_tokenizer(tokenizer, vocab, list(eos))
     replies = []
     for i, ids in enumerate(prompt_ids):
+        constraint = None if schemas is None else schemas[i]
+        try:
+            m = None if constraint is None else constraint_matcher(tokenizer, constraint, vocab_size=vocab, eos_token_id=list(eos))
+        except SchemaError as exc:
+            raise SchemaError(f"prompt {i}: {exc}") from None
+        rows = GuidedRows([m], vocab, eos)
         params = og.GeneratorParams(model)
         # The KV cache is sized by max_length; the builder's default is the whole context.
         params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=False, num_beams=1)
-        if schemas is not None and schemas[i] is not None:
-            params.set_guidance("json_schema", json.dumps(with_guidance(schemas[i]), ensure_ascii=False))
-        try:
-            generator = og.Generator(model, params)
-        except RuntimeError as exc:
-            if "grammar" in str(exc):
-                raise SchemaError(f"prompt {i}: the JSON schema cannot be enforced by constrained decoding: {exc}") from None
-            raise
+        generator = og.Generator(model, params)
         generator.append_tokens([ids])
         new: list[int] = []
-        while not generator.is_done() and len(new) < max_new_tokens:
-            generator.generate_next_token()
-            new.append(int(generator.get_next_tokens()[0]))
+        while len(new) < max_new_tokens:
+            logits = np.array(generator.get_logits(), dtype=np.float32).reshape(1, vocab)
+            rows.mask(logits)
+            token = int(logits[0].argmax())  # the first of equal maxima, as torch's argmax
+            rows.consume([token])
+            new.append(token)
+            if token in eos:
+                break
+            generator.append_tokens([[token]])
         n = next((j for j, t in enumerate(new) if t in eos), len(new))
-        replies.append((tokenizer.decode(new[:n], skip_special_tokens=True), n))
+        scores = value_scores(rows.logs[0], lambda t: lltok.decode_bytes([t]), frozenset(eos))
+        replies.append(Reply(tokenizer.decode(new[:n], skip_special_tokens=True), n, scores))
     return replies
 
 
@@ -122,14 +134,25 @@ def _vllm_engine(model_dir: str) -> Any:
     return LLM(model=model_dir, structured_outputs_config={"backend": "guidance", "disable_fallback": True})
 
 
-def generate_vllm(model_dir: str | Path, prompt_ids: list[list[int]], schemas: list[dict] | None, max_new_tokens: int) -> list[Reply]:
-    """Greedily decode the prompts with vLLM (one batch), guided JSON with the ``guidance``
-    backend. Same arguments and result as :func:`generate_ort`; ``model_dir`` is a merged
-    export (``--format merged``). Untested here: vLLM needs a GPU this machine lacks."""
+def _vllm_guide(constraint: dict | str | None) -> Any:
+    from vllm.sampling_params import StructuredOutputsParams  # optional (GPU); _vllm_engine says how to install it
+
+    if constraint is None:
+        return None
+    if isinstance(constraint, str):  # grounded decoding's Lark grammar
+        return StructuredOutputsParams(grammar=constraint)
+    return StructuredOutputsParams(json=with_guidance(constraint))
+
+
+def generate_vllm(model_dir: str | Path, prompt_ids: list[list[int]], schemas: list[dict | str | None] | None, max_new_tokens: int) -> list[Reply]:
+    """Greedily decode the prompts with vLLM (one batch), guided by the ``guidance``
+    backend (a JSON schema, or grounded decoding's Lark grammar). Same arguments as
+    :func:`generate_ort`; ``model_dir`` is a merged export (``--format merged``). The
+    replies carry no value scores: vLLM's log-probabilities do not say which tokens the
+    grammar forced. Untested here: vLLM needs a GPU this machine lacks."""
     # vLLM is optional (a GPU extra); _vllm_engine says how to install it.
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
-    from vllm.sampling_params import StructuredOutputsParams
 
     if schemas is not None and len(schemas) != len(prompt_ids):
         raise ValueError(f"{len(schemas)} schemas for {len(prompt_ids)} prompts")
@@ -139,7 +162,7 @@ def generate_vllm(model_dir: str | Path, prompt_ids: list[list[int]], schemas: l
             temperature=0.0,
             max_tokens=max_new_tokens,
             skip_special_tokens=True,
-            structured_outputs=None if schemas is None or schemas[i] is None else StructuredOutputsParams(json=with_guidance(schemas[i])),
+            structured_outputs=_vllm_guide(None if schemas is None else schemas[i]),
         )
         for i in range(len(prompt_ids))
     ]
@@ -149,7 +172,7 @@ def generate_vllm(model_dir: str | Path, prompt_ids: list[list[int]], schemas: l
         completion = out.outputs[0]
         # A reply that ended on EOS lists it last (finish "stop" without a stop string).
         ended_on_eos = completion.finish_reason == "stop" and completion.stop_reason is None
-        replies.append((completion.text, len(completion.token_ids) - int(ended_on_eos)))
+        replies.append(Reply(completion.text, len(completion.token_ids) - int(ended_on_eos), {}))
     return replies
 
 

@@ -21,6 +21,8 @@ import psutil
 import torch
 from transformers import LogitsProcessorList
 
+from model_garden.grammar import ll_tokenizer
+from model_garden.inference.confidence import Reply, value_scores
 from model_garden.inference.constrained import json_schema_processor
 from model_garden.masking.batch import pad_batch
 from model_garden.models import text_tokenizer
@@ -56,22 +58,23 @@ def generate_batch(
     processing: Any,
     prompts: list[dict[str, Any]],
     *,
-    schemas: list[dict] | None = None,
+    schemas: list[dict | str | None] | None = None,
     max_new_tokens: int = 256,
-) -> list[tuple[str, int]]:
+) -> list[Reply]:
     """Greedily generate one reply per prompt.
 
     Args:
         model: A causal LM or image-text-to-text model.
         processing: Its tokenizer or processor.
         prompts: Prompts as ``ChatCodec.encode_prompt`` returns them.
-        schemas: Per prompt, the JSON schema to constrain the reply to; ``None`` decodes
-            freely.
+        schemas: Per prompt, the constraint of its reply: a JSON schema, or a Lark grammar
+            (grounded decoding's); ``None`` (the list or an entry) decodes freely.
         max_new_tokens: Generation budget per reply.
 
     Returns:
-        Per prompt, ``(reply text without special tokens, tokens generated before EOS)``;
-        a count equal to ``max_new_tokens`` means the reply was cut.
+        Per prompt, a ``Reply``: the text without special tokens, the tokens generated
+        before EOS (equal to ``max_new_tokens``: the reply was cut), and each value's
+        scores (``inference.confidence``).
     """
     tokenizer = text_tokenizer(processing)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -79,9 +82,8 @@ def generate_batch(
     eos = tokenizer.eos_token_id if eos is None else eos
     eos_ids = set(eos) if isinstance(eos, list) else {eos}
     batch = pad_batch(prompts, int(pad), side="left")
-    processors = LogitsProcessorList()
-    if schemas is not None:
-        processors.append(json_schema_processor(processing, schemas, logit_width(model), len(prompts), eos_token_id=eos))
+    # Free rows get a processor too: it logs their tokens' probabilities.
+    guide = json_schema_processor(processing, schemas or [None] * len(prompts), logit_width(model), len(prompts), eos_token_id=eos)
     with torch.inference_mode():
         out = model.generate(
             **batch,
@@ -91,12 +93,15 @@ def generate_batch(
             use_cache=True,  # training turns the cache off for gradient checkpointing
             eos_token_id=eos,
             pad_token_id=pad,
-            logits_processor=processors,
+            logits_processor=LogitsProcessorList([guide]),
         )
+    guide.close(out[:, -1])
+    lltok = ll_tokenizer(processing, logit_width(model), eos)
     replies = []
-    for row in out[:, batch["input_ids"].shape[1] :].tolist():
+    for row, log in zip(out[:, batch["input_ids"].shape[1] :].tolist(), guide.rows.logs):
         n = next((i for i, t in enumerate(row) if t in eos_ids), len(row))
-        replies.append((tokenizer.decode(row[:n], skip_special_tokens=True), n))
+        text = tokenizer.decode(row[:n], skip_special_tokens=True)
+        replies.append(Reply(text, n, value_scores(log, lambda t: lltok.decode_bytes([t]), eos_ids)))
     return replies
 
 

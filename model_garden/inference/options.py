@@ -27,6 +27,9 @@ class PredictOptions:
         allow_remote_images: Fetch http(s) images.
         allow_outside_paths: Allow image paths outside the dataset folder.
         engine: hf (transformers, any model) | onnxruntime-genai (a --format onnx export) | vllm (a --format merged export, GPU).
+        grounded: Copy every string value from the record's source text (a contiguous span; line breaks read as spaces); spans are written per value.
+        source_field: The record key holding the source text for --grounded (default: 'source'; a record without it uses its user turns' text).
+        calibration: calibration.json mapping confidences to the probability of being right (default: the one beside the model, written by model-garden calibrate).
     """
 
     model: str = ""
@@ -43,6 +46,9 @@ class PredictOptions:
     allow_remote_images: bool = False
     allow_outside_paths: bool = False
     engine: str = "hf"
+    grounded: bool = False
+    source_field: str = "source"
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
         if not self.model or not self.dataset:

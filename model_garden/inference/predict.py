@@ -4,7 +4,15 @@ Each sample's prompt is encoded by the model's ``ChatCodec`` (the function train
 uses), the replies are generated in batches and written as JSONL, one line per record in
 dataset order::
 
-    {"line": 12, "output": "{\\"Marque\\": \\"PEUGEOT\\", ...}", "constrained": true, "new_tokens": 41}
+    {"line": 12, "output": "{\\"company\\": \\"ACME\\", ...}", "constrained": true, "grounded": true,
+     "new_tokens": 41, "spans": {"/company": [10, 14]}, "confidence": {"/company": 0.97},
+     "scores": {"/company": {"product": 0.97, "min": 0.98, "geomean": 0.99, "raw_product": 0.9, "free_tokens": 2}}}
+
+``confidence`` holds one number in [0, 1] per leaf value, keyed by JSON Pointer
+(``inference.confidence``); a ``calibration.json`` beside the model (``model-garden
+calibrate``) maps it to the probability of being right. With ``--grounded`` every string
+value is a span of the record's source text and ``spans`` says where
+(``inference.grounding``).
 
 ``predict_samples`` is the one batch loop for text, vision and VTG (``vtg.predict``).
 Every record is checked (prompt, images, schema) before anything is decoded, and the file
@@ -35,10 +43,14 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 
-from model_garden.data.sample import DataError, Sample
+from model_garden import jsonfmt
+from model_garden.data.sample import SOURCE_FIELD, DataError, Sample
 from model_garden.data.sources import SampleView, open_source
+from model_garden.inference.calibration_map import CALIBRATION_FILE, CalibrationMap
+from model_garden.inference.confidence import DEFAULT_AGGREGATE, Reply, fill_confidence_scores
 from model_garden.inference.engines import generate_ort, generate_vllm
 from model_garden.inference.generate import default_threads, generate_batch
+from model_garden.inference.grounding import grounded_constraint, value_spans
 from model_garden.progress import progress_reporter
 from model_garden.masking.codec import ChatCodec
 from model_garden.masking.strategies import MaskingError
@@ -46,7 +58,7 @@ from model_garden.models import is_vision_model, load_model, load_processing, pe
 
 DEFAULT_BUDGET = 256
 ENGINES = ("hf", "onnxruntime-genai", "vllm")
-Generate = Callable[[list[dict[str, Any]], list[dict] | None, int], list[tuple[str, int]]]
+Generate = Callable[[list[dict[str, Any]], list[dict | str | None] | None, int], list[Reply]]
 
 
 def load_for_inference(spec: str | Path) -> tuple[Any, Any]:
@@ -113,7 +125,7 @@ def engine_generator(engine: str, model: str | Path, threads: int) -> tuple[Gene
         raise ValueError(f"--engine {engine} takes an exported folder (model-garden export RUN --format {fmt}); {folder} is not one")
     tokenizer = AutoTokenizer.from_pretrained(folder)
 
-    def generate(prompts: list[dict[str, Any]], schemas: list[dict] | None, budget: int) -> list[tuple[str, int]]:
+    def generate(prompts: list[dict[str, Any]], schemas: list[dict | str | None] | None, budget: int) -> list[Reply]:
         if any(len(p) > 1 for p in prompts):
             raise ValueError(f"--engine {engine} decodes text prompts only; use --engine hf for images and videos")
         ids = [p["input_ids"] for p in prompts]
@@ -138,21 +150,24 @@ def predict_samples(
     generate: Generate,
     codec: ChatCodec,
     samples: Sequence[Sample],
-    write: Callable[[Sample, str, int], None],
+    write: Callable[[Sample, Reply], None],
     *,
     schemas: Sequence[dict | None] | None = None,
+    source_field: str | None = None,
     batch_size: int = 8,
     max_new_tokens: int = DEFAULT_BUDGET,
     label: str = "predict",
 ) -> dict[str, Any]:
-    """The batch loop shared by ``predict`` and ``predict-vtg``.
+    """The batch loop shared by ``predict``, ``predict-vtg`` and decoded evaluation.
 
     Args:
         generate: Decodes a batch of encoded prompts (``hf_generator``).
         codec: Encodes the prompts.
         samples: What to answer, in order.
-        write: Called with each sample, its reply and its new-token count, in order.
+        write: Called with each sample and its ``Reply``, in order.
         schemas: Per sample, the schema to constrain its reply to (None: free).
+        source_field: Ground the replies (``--grounded``): every string value a span of
+            the sample's ``source_text(source_field)``; None: the plain schema.
         batch_size: Prompts decoded together.
         max_new_tokens: Generation budget per reply.
         label: The progress line's name.
@@ -166,20 +181,24 @@ def predict_samples(
         for lo in range(0, len(samples), batch_size):
             batch = samples[lo : lo + batch_size]
             prompts = [codec.encode_prompt(s) for s in batch]
-            constraint = None if schemas is None else list(schemas[lo : lo + batch_size])
-            if constraint is not None and any(s is None for s in constraint):
-                constraint = None if all(s is None for s in constraint) else constraint
-            for sample, (reply, n) in zip(batch, generate(prompts, constraint, max_new_tokens)):
-                write(sample, reply, n)
-                total += n
-                if n >= max_new_tokens:
+            constraint: list | None = None
+            if schemas is not None and any(s is not None for s in schemas[lo : lo + batch_size]):
+                constraint = [
+                    schema if schema is None or source_field is None else grounded_constraint(schema, sample, source_field)
+                    for sample, schema in zip(batch, schemas[lo : lo + batch_size])
+                ]
+            for sample, reply in zip(batch, generate(prompts, constraint, max_new_tokens)):
+                write(sample, reply)
+                total += reply.new_tokens
+                if reply.new_tokens >= max_new_tokens:
                     cut.append(sample.where)
             report(len(batch), total)
     return {"examples": len(samples), "new_tokens": total, "seconds": time.perf_counter() - start, "cut": cut}
 
 
-def _check(codec: ChatCodec, samples: Sequence[Sample], constrained: bool) -> list[dict | None]:
-    """Every sample's schema, after checking its prompt and images; all problems at once."""
+def _check(codec: ChatCodec, samples: Sequence[Sample], constrained: bool, source_field: str | None) -> list[dict | None]:
+    """Every sample's schema, after checking its prompt, images and (grounded) source and
+    grammar; all problems at once."""
     schemas, errors = [], []
     for sample in samples:
         try:
@@ -191,6 +210,8 @@ def _check(codec: ChatCodec, samples: Sequence[Sample], constrained: bool) -> li
                     f"{sample.where}: no JSON schema for constrained decoding (the dataset carries none); "
                     "pass --schema FILE, or --no-constrained to decode freely"
                 )
+            if source_field is not None:
+                grounded_constraint(schema, sample, source_field)
             schemas.append(schema)
         except (DataError, MaskingError, ValueError) as exc:
             errors.append(str(exc))
@@ -198,6 +219,27 @@ def _check(codec: ChatCodec, samples: Sequence[Sample], constrained: bool) -> li
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise DataError(f"{len(errors)} record(s) cannot be predicted; nothing was decoded:\n  " + "\n  ".join(errors[:10]) + more)
     return schemas
+
+
+def prediction_row(
+    sample: Sample, reply: Reply, *, constrained: bool, source_field: str | None, calibration: CalibrationMap | None = None
+) -> dict[str, Any]:
+    """One line of a predictions file: the reply (a ``confidence_score`` beside
+    ``contents`` filled in), its confidence per leaf value (mapped by ``calibration``, else
+    the ``DEFAULT_AGGREGATE``) and the scores behind it, and, grounded, each string
+    value's span in the source."""
+    if calibration is not None:
+        confidence = calibration.calibrate(reply.scores)
+    else:
+        confidence = {pointer: s[DEFAULT_AGGREGATE] for pointer, s in reply.scores.items()}
+    output = reply.text
+    if confidence and '"confidence_score"' in output:
+        output = jsonfmt.dumps(fill_confidence_scores(json.loads(output), confidence))
+    row = {"line": sample.line, "output": output, "constrained": constrained, "grounded": source_field is not None,
+           "new_tokens": reply.new_tokens}
+    if source_field is not None and reply.scores:  # scores exist only for a complete JSON reply
+        row["spans"] = value_spans(reply.text, sample.source_text(source_field))
+    return {**row, "confidence": confidence, "scores": reply.scores}
 
 
 def _done_lines(partial: Path) -> list[str]:
@@ -224,6 +266,9 @@ def predict(
     allow_remote_images: bool = False,
     allow_outside_paths: bool = False,
     engine: str = "hf",
+    grounded: bool = False,
+    source_field: str = SOURCE_FIELD,
+    calibration: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predict a reply for every record of a dataset and write them to ``out``.
 
@@ -244,12 +289,20 @@ def predict(
         allow_outside_paths: Allow image paths outside the dataset's folder.
         engine: ``hf`` (transformers, any model), ``onnxruntime-genai`` (a ``--format onnx``
             export) or ``vllm`` (a ``--format merged`` export, on a GPU).
+        grounded: Every string value a span of the record's source text
+            (``inference.grounding``); needs ``constrained``.
+        source_field: The record key holding the source text (else its user turns).
+        calibration: The ``calibration.json`` to map confidences with; default the one
+            beside the model, if any.
 
     Returns:
         ``{"examples", "new_tokens", "seconds", "cut", "max_new_tokens", "threads"}``.
     """
     if batch_size < 1 or (max_new_tokens is not None and max_new_tokens < 1):
         raise ValueError("--batch-size and --max-new-tokens must be at least 1")
+    if grounded and not constrained:
+        raise ValueError("--grounded constrains the reply's strings to its source: it cannot be combined with --no-constrained")
+    grounding = source_field if grounded else None
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give a file name")
@@ -269,8 +322,10 @@ def predict(
             codec.dataset_schema = schema
         elif schema is not None:
             codec.dataset_schema = ChatCodec.for_data(None, dataset, schema_file=schema).dataset_schema
-        schemas = _check(codec, samples, constrained)
+        schemas = _check(codec, samples, constrained, grounding)
         budget = max_new_tokens or run_budget(model) or DEFAULT_BUDGET
+        calibration_file = Path(calibration) if calibration is not None else Path(model).expanduser() / CALIBRATION_FILE
+        cmap = CalibrationMap.load(calibration_file) if calibration is not None or calibration_file.is_file() else None
 
         partial = out.with_name(out.name + ".partial")
         done = _done_lines(partial) if resume else []
@@ -279,14 +334,14 @@ def predict(
             fh.writelines(line + "\n" for line in done)
             fh.flush()
 
-            def write(sample: Sample, reply: str, new_tokens: int) -> None:
-                row = {"line": sample.line, "output": reply, "constrained": constrained, "new_tokens": new_tokens}
+            def write(sample: Sample, reply: Reply) -> None:
+                row = prediction_row(sample, reply, constrained=constrained, source_field=grounding, calibration=cmap)
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 fh.flush()
 
             stats = predict_samples(
-                generate, codec, samples[len(done) :], write,
-                schemas=schemas[len(done) :] if constrained else None, batch_size=batch_size, max_new_tokens=budget,
+                generate, codec, samples[len(done) :], write, schemas=schemas[len(done) :] if constrained else None,
+                source_field=grounding, batch_size=batch_size, max_new_tokens=budget,
             )
             os.fsync(fh.fileno())
         meta = {
@@ -296,6 +351,9 @@ def predict(
             "model": str(model),
             "engine": engine,
             "constrained": constrained,
+            "grounded": grounded,
+            "source_field": source_field,
+            "calibration": str(calibration_file) if cmap is not None else None,
             "max_new_tokens": budget,
             "cut": stats["cut"],
         }

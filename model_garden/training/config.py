@@ -33,7 +33,7 @@ BEST_METRICS = ("field_accuracy", "field_accuracy_filled", "json_valid", "value_
 # --mask-strategy auto: the default recipe, chosen by the rule of docs/selective-loss.md
 # from the SROIE and forms studies (docs/results/).
 AUTO_STRATEGY, AUTO_WEIGHT = "moderate", 0.1
-SAFE_TO_CHANGE = ("max_steps", "epochs", "save_steps", "save_total_limit", "eval_steps", "eval_generate", "merge", "skip_bad_lines")
+SAFE_TO_CHANGE = ("max_steps", "epochs", "save_steps", "save_total_limit", "eval_steps", "eval_generate", "eval_grounded", "merge", "skip_bad_lines")
 
 
 def _require(checks: list[tuple[bool, str]]) -> None:
@@ -259,6 +259,7 @@ class RunOptions:
         logging_steps: Log every N steps.
         eval_steps: Evaluate every N steps (with --eval-dataset).
         eval_generate: At each evaluation, also decode the first N eval records under their schema and log JSON validity and field accuracy (0: loss only).
+        eval_grounded: Decode them grounded, as predict --grounded: every string value a span of the record's source text (its 'source' field, else its user turns).
         metric_for_best: Keep the checkpoint best at this: field_accuracy | field_accuracy_filled | json_valid | value_loss (loaded at the end; --save-steps must be a multiple of --eval-steps).
         early_stopping_patience: Stop after this many evaluations without improving --metric-for-best.
         save_steps: Checkpoint every N steps.
@@ -275,6 +276,7 @@ class RunOptions:
     logging_steps: int = 5
     eval_steps: int = 50
     eval_generate: int = 32
+    eval_grounded: bool = False
     metric_for_best: str | None = None
     early_stopping_patience: int | None = None
     save_steps: int = 100

@@ -30,6 +30,7 @@ from typing import Any
 
 from model_garden.data.sample import Sample
 from model_garden.data.sources import SampleView
+from model_garden.inference.confidence import Reply
 from model_garden.inference.predict import hf_generator, load_for_inference, predict_samples
 from model_garden.masking.codec import ChatCodec
 from model_garden.models import is_processor
@@ -88,8 +89,8 @@ def predict_vtg(
     partial = out.with_name(out.name + ".partial")
     with partial.open("w", encoding="utf-8") as fh:
 
-        def write(sample: Sample, reply: str, new_tokens: int) -> None:
-            fh.write(json.dumps({"index": sample.line - 1, "output": reply}, ensure_ascii=False) + "\n")
+        def write(sample: Sample, reply: Reply) -> None:
+            fh.write(json.dumps({"index": sample.line - 1, "output": reply.text}, ensure_ascii=False) + "\n")
             fh.flush()
 
         stats = predict_samples(
