@@ -146,7 +146,7 @@ def test_grounded_decoding_and_a_calibration_split(tmp_path, tiny_model_dir):
     )
     cfg = CompareConfig(
         train=train, strategies=["none"], seeds=[0], out=str(tmp_path / "cmp"), decodings=["constrained", "grounded"],
-        calibration_dataset=str(data), max_new_tokens=24,
+        calibration_dataset=str(data), test_dataset=str(data), max_new_tokens=24,
     )
     summary = compare(cfg)
     run = tmp_path / "cmp/runs/none-seed0"
@@ -161,7 +161,9 @@ def test_grounded_decoding_and_a_calibration_split(tmp_path, tiny_model_dir):
         if decoding == "grounded":
             assert evaluated["source_check"]["values_outside"] == 0
     assert {"grounded/field_accuracy", "grounded/outside_source_rate", "constrained/review_coverage_99"} <= set(summary["table"]["none"])
-    assert "grounded: string values not in the source" in (tmp_path / "cmp/report.md").read_text()
+    report = (tmp_path / "cmp/report.md").read_text()
+    assert "grounded: string values not in the source" in report
+    assert f"judged on `{data}`; confidence calibrated on `{data}`" in report
 
 
 @pytest.mark.integration

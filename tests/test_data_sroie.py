@@ -45,6 +45,18 @@ def test_real_counts_and_order(real):
     assert [r["id"] for r in _lines(out / "train.jsonl")] + [r["id"] for r in _lines(out / "test.jsonl")] == ids
     assert [r["id"] for r in _lines(out / "vision.jsonl")] == [f"{i:03d}" for i in range(24)]
     assert result.skipped == []
+    # The OCR text is each text record's source (what --grounded copies from), not the prompt's schema.
+    first = _lines(out / "all.jsonl")[0]
+    assert first["source"].split("\n") == _document(first) and "schema" not in first["source"]
+
+
+def test_a_calibration_split_is_held_out_of_training(shared_dir, tmp_path):
+    result = convert_sroie(shared_dir / "data" / "sroie", tmp_path, n_train=400, n_calib=50)
+    assert {p.name: n for p, n in result.files.items() if p.suffix == ".jsonl"} == {
+        "all.jsonl": 500, "train.jsonl": 350, "calib.jsonl": 50, "test.jsonl": 100, "vision.jsonl": 24
+    }
+    assert [r["id"] for r in _lines(tmp_path / "calib.jsonl")] == [f"{i:03d}" for i in range(350, 400)]
+    assert _lines(tmp_path / "test.jsonl")[0]["id"] == "400"
 
 
 def test_first_reply_is_its_key_file(real):
@@ -163,6 +175,8 @@ def test_bad_arguments(broken, tmp_path):
         convert_sroie(tmp_path, tmp_path / "out")
     with pytest.raises(ValueError, match="--n-train"):
         convert_sroie(broken, tmp_path / "out", n_train=-1)
+    with pytest.raises(ValueError, match="--n-calib between 0 and --n-train"):
+        convert_sroie(broken, tmp_path / "out", n_train=2, n_calib=3)
 
 
 def test_cli(broken, tmp_path):

@@ -132,6 +132,18 @@ def test_merged_export_default_dtype_is_bfloat16(run_dir, tmp_path):
     assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.bfloat16
 
 
+def test_the_runs_calibration_map_goes_with_the_export(run_dir, tmp_path):
+    import shutil
+
+    from model_garden.inference.calibration_map import CalibrationMap
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    CalibrationMap("product", [0.0, 1.0], [0.1, 0.9]).save(run / "calibration.json")
+    out = export(run, tmp_path / "merged", "merged", dtype="float32")
+    assert CalibrationMap.load(out / "calibration.json") == CalibrationMap.load(run / "calibration.json")
+
+
 def test_vision_model_exports_merged_with_its_processor_and_only_merged(tmp_path):
     from transformers import AutoModelForImageTextToText
 

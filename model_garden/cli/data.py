@@ -125,13 +125,14 @@ def make_sroie(
     src: Annotated[Path, typer.Option(help="SROIE folder with box/, key/ and optionally img/")],
     out: Annotated[Path, typer.Option(help="Output folder")],
     n_train: Annotated[int, typer.Option(help="The first N receipts go to train.jsonl, the rest to test.jsonl")] = 400,
+    n_calib: Annotated[int, typer.Option(help="Of those, the last N go to calib.jsonl instead: held out to fit the confidence calibration map on")] = 0,
 ) -> None:
     """Convert SROIE receipts to chat JSONL and a schema; irregular source lines are listed."""
     with user_errors():
         from model_garden.data.sroie import convert_sroie
 
         start = time.perf_counter()
-        result = convert_sroie(src, out, n_train=n_train)
+        result = convert_sroie(src, out, n_train=n_train, n_calib=n_calib)
         elapsed = time.perf_counter() - start
     console.print(_written(result.files, "receipts"))
     console.print(f"converted in {elapsed:.1f} s; {len(result.skipped)} receipt(s) skipped")

@@ -161,25 +161,26 @@ def _receipt_ids(src: Path) -> list[str]:
     return sorted(boxes | keys)
 
 
-def convert_sroie(src: str | Path, out: str | Path, n_train: int = 400) -> SroieResult:
+def convert_sroie(src: str | Path, out: str | Path, n_train: int = 400, n_calib: int = 0) -> SroieResult:
     """Convert a SROIE folder.
 
     Writes, in ``out``: ``all.jsonl`` (every usable receipt, by receipt id), ``train.jsonl``
-    (the first ``n_train``), ``test.jsonl`` (the rest), ``vision.jsonl`` (receipts with an
-    image, the JPEG inline as a ``data:`` URI) and ``schema.json``. Each line has the
-    receipt id as ``"id"``.
+    (the first ``n_train``), ``calib.jsonl`` (the last ``n_calib`` of those, held out of
+    training: the split a confidence calibration map is fitted on), ``test.jsonl`` (the
+    rest), ``vision.jsonl`` (receipts with an image, the JPEG inline as a ``data:`` URI)
+    and ``schema.json``. Each line has the receipt id as ``"id"``.
     """
     src, out = Path(src), Path(out)
     if not (src / "box").is_dir() or not (src / "key").is_dir():
         raise FileNotFoundError(f"{src} is not a SROIE folder: box/ and key/ are expected")
-    if n_train < 0:
-        raise ValueError(f"--n-train must be at least 0; got {n_train}")
+    if n_train < 0 or not 0 <= n_calib <= n_train:
+        raise ValueError(f"--n-train must be at least 0 and --n-calib between 0 and --n-train; got {n_train} and {n_calib}")
     result = SroieResult()
     problems = result.problems
     intro = embed_schema(SCHEMA)
     system = {"role": "system", "content": SYSTEM_PROMPT}
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / f"{name}.jsonl" for name in ("all", "train", "test", "vision")}
+    paths = {name: out / f"{name}.jsonl" for name in ("all", "train", "test", "vision") + (("calib",) if n_calib else ())}
     handles = {name: path.open("w", encoding="utf-8") for name, path in paths.items()}
     counts = dict.fromkeys(paths, 0)
     try:
@@ -203,7 +204,7 @@ def convert_sroie(src: str | Path, out: str | Path, n_train: int = 400) -> Sroie
             # instructions pasted into the prompt are not.
             record = {"id": rid, "source": "\n".join(rows), "messages": [system, user, reply]}
             line = json.dumps(record, ensure_ascii=False) + "\n"
-            split = "train" if counts["all"] < n_train else "test"
+            split = "train" if counts["all"] < n_train - n_calib else "calib" if counts["all"] < n_train else "test"
             for name in ("all", split):
                 handles[name].write(line)
                 counts[name] += 1

@@ -55,6 +55,11 @@ class CompareConfig(CompareOptions):
         for s in self.strategies:  # fail before hours of training, not after
             self.run_config(s, self.seeds[0] if self.seeds else 0)
 
+    @property
+    def judged_on(self) -> str:
+        """The set the final decodings are scored on."""
+        return self.test_dataset or self.train.data.eval_dataset
+
     def run_config(self, arm: str, seed: int) -> TrainConfig:
         """The training configuration of one run of an arm (see ``parse_arm``)."""
         strategy, weight, schedule = parse_arm(arm)
@@ -192,8 +197,8 @@ def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> d
                     decode(cfg.calibration_dataset, folder / f"preds-calibration-{decoding}.jsonl", calibration=None)
                     fit_calibration(folder / f"preds-calibration-{decoding}.jsonl", cfg.calibration_dataset).save(calibration)
             console.print(f"predicting {strategy} · seed {seed} · {decoding} decoding")
-            stats = decode(run_cfg.data.eval_dataset, preds, limit=cfg.predict_limit, calibration=calibration)
-            evaluated = evaluate_files(preds, run_cfg.data.eval_dataset, predicted_only=cfg.predict_limit is not None)
+            stats = decode(cfg.judged_on, preds, limit=cfg.predict_limit, calibration=calibration)
+            evaluated = evaluate_files(preds, cfg.judged_on, predicted_only=cfg.predict_limit is not None)
             evaluated["confidence"] = evaluate_confidence(preds, evaluated)
             evaluated["metrics"] |= confidence_metrics(evaluated)
             evaluated["predict"] = stats
@@ -203,7 +208,7 @@ def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> d
             # written before per-record outcomes (and before invalid outputs scored zero):
             # re-score the stored predictions; nothing is decoded again
             stats = evaluated.get("predict", {})
-            evaluated = evaluate_files(preds, run_cfg.data.eval_dataset, predicted_only=evaluated.get("predicted_only", False))
+            evaluated = evaluate_files(preds, cfg.judged_on, predicted_only=evaluated.get("predicted_only", False))
             evaluated["predict"] = stats
             report.write_text(json.dumps(evaluated, indent=2, ensure_ascii=False), encoding="utf-8")
         run["eval"][decoding] = evaluated["metrics"]
@@ -238,6 +243,7 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
         "seeds": cfg.seeds,
         "decodings": cfg.decodings,
         "calibration_dataset": cfg.calibration_dataset,
+        "test_dataset": cfg.test_dataset,
         "predict_limit": cfg.predict_limit,
         "max_new_tokens": cfg.max_new_tokens,
         "train": cfg.train.to_dict(),

@@ -49,6 +49,7 @@ class CompareOptions:
         out: Output folder (runs, report.md, plots).
         decodings: The final evaluation's decodings: constrained (the schema), grounded (the schema, every string a span of the record's source text) and/or free.
         calibration_dataset: A calibration split: each run predicts it with each constrained or grounded decoding, fits that decoding's confidence calibration map on it (model-garden calibrate) and applies the map to the eval predictions, whose report then measures review coverage at its 95% and 99% precision thresholds.
+        test_dataset: The set the final decodings are judged on (default: --eval-dataset). Give one when training-time evaluations choose anything (--metric-for-best, --early-stopping-patience), so the reported set chooses nothing.
         predict_limit: Decode only the first N eval examples (default: all).
         predict_batch_size: Prompts decoded together.
         max_new_tokens: Generation budget per reply.
@@ -61,6 +62,7 @@ class CompareOptions:
     out: str = "outputs/compare"
     decodings: list[str] = field(default_factory=lambda: ["constrained", "free"])
     calibration_dataset: str | None = None
+    test_dataset: str | None = None
     predict_limit: int | None = None
     predict_batch_size: int = 8
     max_new_tokens: int = 256

@@ -305,7 +305,9 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [
         "# Strategy comparison",
         "",
-        f"- training data: `{train.get('dataset')}`; eval data: `{train.get('eval_dataset')}`",
+        f"- training data: `{train.get('dataset')}`; eval data: `{train.get('eval_dataset')}`"
+        + (f"; judged on `{cfg['test_dataset']}`" if cfg.get("test_dataset") else "")
+        + (f"; confidence calibrated on `{cfg['calibration_dataset']}`" if cfg.get("calibration_dataset") else ""),
         f"- base model: `{train.get('base_model')}`; LoRA r={train.get('lora_r')}"
         + (" (full fine-tune)" if train.get("full_finetune") else "")
         + f"; lr {train.get('lr')}; batch {train.get('batch_size')} x accumulation {train.get('grad_accum')}; "

@@ -13,7 +13,8 @@
 Each folder also gets ``schema.json``: the reply JSON schema (``--schema``, else the run's
 own ``schema.json``, else the one its training dataset carries) with the decoding layout as
 its ``x-guidance`` options, so every llguidance engine decodes the trained layout. A model
-trained with keys masked must never be served without it.
+trained with keys masked must never be served without it. A run's ``calibration.json``
+(``model-garden calibrate``) is copied too: ``predict`` maps confidences with it.
 
 Try it: ``model-garden export smollm2-135m --out /tmp/smollm2-onnx --format onnx``.
 """
@@ -34,6 +35,7 @@ from model_garden.data.sources import open_source
 from model_garden.export.llama_cpp import convert_gguf
 from model_garden.export.onnx_genai import build_onnx
 from model_garden.grammar import with_guidance
+from model_garden.inference.calibration_map import CALIBRATION_FILE
 from model_garden.inference.predict import load_for_inference
 
 FORMATS = ("merged", "onnx", "gguf")
@@ -152,6 +154,8 @@ def export(
                     convert_gguf(Path(tmp), out, quantize or GGUF_TYPES[dtype], llama_cpp)
         if reply_schema is not None:
             (out / SCHEMA_FILE).write_text(json.dumps(with_guidance(reply_schema), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if (Path(run) / CALIBRATION_FILE).is_file():  # predict applies it to this export as to the run
+            shutil.copyfile(Path(run) / CALIBRATION_FILE, out / CALIBRATION_FILE)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written model left to be served
         raise
