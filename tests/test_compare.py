@@ -219,6 +219,28 @@ def test_arms_set_structural_weight_or_schedule_per_run():
     assert [Path(r.run.output).name for r in runs.values()] == [
         "none-seed3", "moderate-seed3", "moderate@0.1-seed3", "moderate@linear1.0to0.0-seed3",
     ]
+    longer = CompareConfig(train=train, strategies=["moderate@0.1", "moderate@0.1+3ep", "none+2ep"], out="o")
+    runs = {arm: longer.run_config(arm, 0) for arm in longer.strategies}
+    assert [(r.mask.mask_strategy, r.mask.structural_weight, r.optim.epochs) for r in runs.values()] == [
+        ("moderate", 0.1, 1.0), ("moderate", 0.1, 3), ("none", 0.2, 2),
+    ]
+    assert Path(runs["moderate@0.1+3ep"].run.output).name == "moderate@0.1+3ep-seed0"
+    with pytest.raises(ValueError, match=r"optionally followed by \+Nep"):
+        CompareConfig(train=train, strategies=["none+0ep"], out="o")
+
+
+@pytest.mark.integration
+def test_arms_that_differ_only_in_epochs_do_not_share_a_run(tmp_path, tiny_model_dir):
+    train = TrainConfig.from_options(
+        base_model=str(tiny_model_dir), dataset=str(EXAMPLE), eval_dataset=str(EXAMPLE), batch_size=4,
+        eval_steps=1, logging_steps=1, report_to="none", bf16="false", eval_generate=0,
+    )
+    cfg = CompareConfig(train=train, strategies=["none", "none+2ep"], seeds=[0], out=str(tmp_path / "cmp"),
+                        decodings=["constrained"], predict_limit=1, max_new_tokens=4)
+    summary = compare(cfg)
+    assert summary["shared"] == {}
+    steps = {arm: json.loads((tmp_path / f"cmp/runs/{arm}-seed0/metrics.json").read_text())["steps"] for arm in ("none", "none+2ep")}
+    assert steps["none+2ep"] == 2 * steps["none"]
 
 
 @pytest.mark.integration

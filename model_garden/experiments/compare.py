@@ -62,8 +62,10 @@ class CompareConfig(CompareOptions):
 
     def run_config(self, arm: str, seed: int) -> TrainConfig:
         """The training configuration of one run of an arm (see ``parse_arm``)."""
-        strategy, weight, schedule = parse_arm(arm)
+        strategy, weight, schedule, epochs = parse_arm(arm)
         overrides: dict[str, Any] = {}
+        if epochs is not None:
+            overrides.update(epochs=epochs, max_steps=-1)
         if weight is not None:
             overrides.update(structural_weight=weight, structural_weight_schedule=None)
         if schedule is not None:
@@ -146,8 +148,9 @@ def _shared_with(cfg: CompareConfig, strategy: str, seed: int) -> str | None:
     for other in cfg.strategies[: cfg.strategies.index(strategy)]:
         if not _run_finished(cfg, other, seed) or (Path(cfg.run_config(other, seed).run.output) / "same_as.json").is_file():
             continue
-        # A schedule changes the weights during training, which the masks do not show.
-        if cfg.run_config(other, seed).mask.structural_weight_schedule != cfg.run_config(strategy, seed).mask.structural_weight_schedule:
+        # A schedule changes the weights during training, and epochs its length, which the masks do not show.
+        theirs_cfg, mine_cfg = cfg.run_config(other, seed), cfg.run_config(strategy, seed)
+        if (theirs_cfg.mask.structural_weight_schedule, theirs_cfg.optim) != (mine_cfg.mask.structural_weight_schedule, mine_cfg.optim):
             continue
         mine = mine or mask_fingerprint(cfg.run_config(strategy, seed))
         theirs = mask_fingerprint(cfg.run_config(other, seed))

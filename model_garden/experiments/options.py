@@ -13,16 +13,20 @@ from model_garden.masking.strategies import STRATEGIES
 
 # constrained: the schema's grammar; grounded: also every string a span of the source; free: none.
 DECODINGS = ("constrained", "grounded", "free")
-_ARM_RE = re.compile(r"^(?P<strategy>[a-z-]+)(?:@(?:(?P<weight>[0-9.]+)|(?P<schedule>linear:[0-9.]+->[0-9.]+)))?$")
+_ARM_RE = re.compile(
+    r"^(?P<strategy>[a-z-]+)(?:@(?:(?P<weight>[0-9.]+)|(?P<schedule>linear:[0-9.]+->[0-9.]+)))?(?:\+(?P<epochs>[0-9]+)ep)?$"
+)
 
 
-def parse_arm(arm: str) -> tuple[str, float | None, str | None]:
-    """``STRATEGY``, ``STRATEGY@WEIGHT`` or ``STRATEGY@linear:A->B`` as ``(strategy,
-    structural weight or None, schedule or None)``; None keeps the shared training option."""
+def parse_arm(arm: str) -> tuple[str, float | None, str | None, int | None]:
+    """``STRATEGY``, ``STRATEGY@WEIGHT`` or ``STRATEGY@linear:A->B``, each optionally with
+    ``+Nep`` (its own number of epochs), as ``(strategy, structural weight, schedule,
+    epochs)``; None keeps the shared training option."""
     m = _ARM_RE.match(arm)
-    if m is None or m["strategy"] not in STRATEGIES:
+    if m is None or m["strategy"] not in STRATEGIES or (m["epochs"] is not None and int(m["epochs"]) < 1):
         raise ValueError(
-            f"--strategies: {arm!r} is not STRATEGY, STRATEGY@WEIGHT or STRATEGY@linear:A->B with STRATEGY one of {', '.join(STRATEGIES)}"
+            f"--strategies: {arm!r} is not STRATEGY, STRATEGY@WEIGHT or STRATEGY@linear:A->B, optionally followed by +Nep (N epochs >= 1), "
+            f"with STRATEGY one of {', '.join(STRATEGIES)}"
         )
     weight = None
     if m["weight"] is not None:
@@ -30,7 +34,7 @@ def parse_arm(arm: str) -> tuple[str, float | None, str | None]:
             weight = float(m["weight"])
         except ValueError:
             raise ValueError(f"--strategies: {arm!r}: {m['weight']!r} is not a number") from None
-    return m["strategy"], weight, m["schedule"]
+    return m["strategy"], weight, m["schedule"], None if m["epochs"] is None else int(m["epochs"])
 
 
 def arm_folder(arm: str) -> str:
@@ -44,7 +48,7 @@ class CompareOptions:
     """What to compare.
 
     Attributes:
-        strategies: Arms, comma-separated; the first is the baseline. An arm is a mask strategy, optionally with its structural weight (moderate@0.1) or schedule (moderate@linear:1.0->0.0).
+        strategies: Arms, comma-separated; the first is the baseline. An arm is a mask strategy, optionally with its structural weight (moderate@0.1) or schedule (moderate@linear:1.0->0.0), and optionally its own number of epochs (moderate@0.1+2ep).
         seeds: Seeds, comma-separated; one run per strategy and seed.
         out: Output folder (runs, report.md, plots).
         decodings: The final evaluation's decodings: constrained (the schema), grounded (the schema, every string a span of the record's source text) and/or free.
