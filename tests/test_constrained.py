@@ -217,13 +217,18 @@ def test_each_row_follows_its_own_schema(smollm2, smollm2_tokenizer):
 def test_forms_training_targets_pass_the_grammar(smollm2_tokenizer, tmp_path):
     from model_garden.data.forms import make_forms
     from model_garden.data.schema import schema_for
+    from model_garden.inference.grounding import grounded_grammar
 
     make_forms(tmp_path, n=20, seed=3)
     checked = 0
     for split in ("train", "val", "test"):
         path = tmp_path / "text" / f"{split}.jsonl"
         for record in iter_records(path):
-            assert grammar_allows(smollm2_tokenizer, schema_for(path, record), record.reply), f"{path}:{record.line}"
+            schema = schema_for(path, record)
+            assert grammar_allows(smollm2_tokenizer, schema, record.reply), f"{path}:{record.line}"
+            # Every value is copied from the transcription (its source), patterns included.
+            grounded = grounded_grammar(schema, record.source_text())
+            assert grammar_allows(smollm2_tokenizer, grounded, record.reply), f"{path}:{record.line} grounded"
             checked += 1
     assert checked == 20
 

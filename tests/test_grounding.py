@@ -60,6 +60,27 @@ def test_string_values_are_spans_of_the_source_and_the_rest_follows_the_schema(s
     assert _allows(smollm2_tokenizer, RECEIPT, _reply(**values)) is allowed
 
 
+PLATE = {"type": "object", "properties": {"plate": {"type": "string", "pattern": "^[A-Z]{2}-[0-9]{3}-[A-Z]{2}$"},
+                                         "code": {"type": "string", "pattern": "[0-9]/", "maxLength": 4}},
+         "required": ["plate", "code"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize(
+    ("plate", "code", "allowed"),
+    [
+        ("AB-123-CD", "1/2", True),
+        ("ZZ-999-ZZ", "3/4", True),  # a span of "ZZ-999-ZZZ" that matches the pattern
+        ("ZZ-999-ZZZ", "1/2", False),  # in the source, but not the pattern
+        ("XY-123-CD", "1/2", False),  # the pattern, but not in the source
+        ("AB-123-CD", "12", False),  # an unanchored pattern is a search: "[0-9]/" must occur
+        ("AB-123-CD", "3/4 Z", False),  # maxLength
+    ],
+)
+def test_a_pattern_or_a_length_bound_is_intersected_with_the_spans(smollm2_tokenizer, plate, code, allowed):
+    source = "PLATE AB-123-CD OLD ZZ-999-ZZZ\nCODE 1/2 3/4 ZZ"
+    assert _allows(smollm2_tokenizer, PLATE, jsonfmt.dumps({"plate": plate, "code": code}), source) is allowed
+
+
 def test_the_layout_is_the_trained_one(smollm2_tokenizer):
     compact = json.dumps(json.loads(_reply()), separators=(",", ":"))
     assert _allows(smollm2_tokenizer, RECEIPT, _reply())
@@ -101,7 +122,7 @@ def test_nested_objects_refs_optional_keys_and_arrays(smollm2_tokenizer, reply, 
 @pytest.mark.parametrize(
     ("schema", "message"),
     [
-        ({"type": "object", "properties": {"a": {"type": "object", "properties": {"d": {"type": "string", "pattern": "^[0-9]+$"}}}}}, "'pattern' at /a/d"),
+        ({"type": "object", "properties": {"a": {"type": "object", "properties": {"d": {"type": "string", "format": "date"}}}}}, "'format' at /a/d"),
         ({"type": "object", "properties": {"a": {}}}, "type of the value at /a"),
         ({"type": "object", "properties": {"a": {"$ref": "#"}}}, "recursive schema"),
         ({"type": "object", "additionalProperties": {"type": "string"}}, "declares none"),

@@ -325,8 +325,10 @@ def make_forms(out: str | Path, n: int = 204, seed: int = 0, val_fraction: float
                         {"type": "image_url", "image_url": {"url": data_uri(png, "image/png")}},
                     ],
                 }
-                for fh, user in ((text_fh, text_user), (vision_fh, vision_user)):
-                    fh.write(json.dumps({"id": form_id, "messages": [system, user, reply]}, ensure_ascii=False) + "\n")
+                # The transcription is the text record's source: what --grounded copies
+                # values from (the schema pasted into the prompt is not).
+                text_fh.write(json.dumps({"id": form_id, "source": transcribe(values), "messages": [system, text_user, reply]}, ensure_ascii=False) + "\n")
+                vision_fh.write(json.dumps({"id": form_id, "messages": [system, vision_user, reply]}, ensure_ascii=False) + "\n")
                 i += 1
     return sizes
 

@@ -6,16 +6,18 @@ looks exactly like a right one. Here the schema is compiled into a Lark grammar 
 llguidance in which every string value is one terminal, ``"`` + a contiguous span of the
 source text + ``"``, written with llguidance's ``%regex {"substring_chunks": [...]}``:
 one chunk per source character, JSON-escaped, so quotes and backslashes in the text stay
-valid JSON. A line break (``\\n``, ``\\r\\n`` or ``\\r``) is read as one space, so a value
-may run over several lines of the source, joined as the training targets join them.
+valid JSON. Each run of whitespace, line breaks included, is read as one space, so a
+value may run over several lines of the source, joined as the training targets join them
+(and as evaluation compares values: whitespace collapsed).
 
 Everything that is not a string follows the schema exactly as the plain constraint does:
 object keys in schema order (optional ones may be left out), the layout of
 ``model_garden.jsonfmt``, and numbers, booleans, ``null``, enums and consts through an
 inline ``%json`` schema with the same ``JSON_OPTIONS``. Only the schema's declared
-properties are written (a grounded reply adds no key of its own). Strings under
-``pattern``, ``format`` or a length bound cannot also be spans and are refused, as are
-schemas that leave a value's type open; the message names the value's JSON Pointer.
+properties are written (a grounded reply adds no key of its own). A string under
+``pattern`` or a length bound is a span that also matches them (llguidance intersects the
+two); ``format`` cannot be checked on a span and is refused, as are schemas that leave a
+value's type open; the message names the value's JSON Pointer.
 
 One grammar per record (the source differs), compiled in a few milliseconds; the same
 Lark text goes to every engine (``hf`` through ``grammar.lark_matcher``, ONNX Runtime
@@ -40,21 +42,33 @@ from model_garden.inference.pointers import escape, leaves
 
 # Keywords that say nothing about which values are allowed.
 _ANNOTATIONS = {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly", "writeOnly", "$schema", "$id"}
-_STRING_BOUNDS = ("pattern", "format", "minLength", "maxLength", "contentEncoding", "contentMediaType")
+_UNSUPPORTED_STRING = ("format", "contentEncoding", "contentMediaType")
+# One character of a JSON string's text: a plain one or an escape (\uXXXX counts as 1).
+_JSON_CHAR = r'(?:[^"\\]|\\u[0-9a-fA-F]{4}|\\.)'
+
+
+def _pattern_regex(pattern: str) -> str:
+    """A JSON Schema ``pattern`` (a search, anchors optional) as a whole-text regex."""
+    head = "" if pattern.startswith("^") else ".*"
+    tail = "" if pattern.endswith("$") and not pattern.endswith("\\$") else ".*"
+    body = pattern[1 if not head else 0 : len(pattern) - (0 if tail else 1)]
+    return f"{head}(?:{body}){tail}"
+
+
 _SCALARS = ("null", "boolean", "number", "integer")
 
 
 def normalized_source(text: str) -> tuple[str, list[int]]:
-    """The source with each line break read as one space, and, per character of it, the
-    offset of the character it came from in ``text``."""
-    chars, origin, i = [], [], 0
-    while i < len(text):
-        ch = text[i]
+    """The source with each run of whitespace (line breaks included) read as one space,
+    and, per character of it, the offset in ``text`` of the character it came from."""
+    chars, origin = [], []
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            if chars and chars[-1] == " " and text[i - 1].isspace():
+                continue  # the rest of a run
+            ch = " "
+        chars.append(ch)
         origin.append(i)
-        if ch == "\r" and text[i + 1 : i + 2] == "\n":
-            i += 1
-        chars.append(" " if ch in "\r\n" else ch)
-        i += 1
     return "".join(chars), origin
 
 
@@ -126,14 +140,29 @@ class _LarkWriter:
         if types in _SCALARS:
             return self._json(schema)
         if types == "string":
-            if bounds := [k for k in _STRING_BOUNDS if k in schema]:
-                raise SchemaError(f"grounded decoding copies spans of the source, which '{bounds[0]}' at {pointer or '/'} would further restrict; drop it or decode without --grounded")
-            return "GROUNDED"
+            return self._string(schema, pointer)
         if types == "object":
             return self._object(schema, pointer)
         if types == "array":
             return self._array(schema, pointer)
         raise SchemaError(f"unknown type {types!r} at {pointer or '/'}")
+
+    def _string(self, schema: dict[str, Any], pointer: str) -> str:
+        """A span of the source; under ``pattern`` or length bounds, a span that also
+        matches them (the intersection of the two languages)."""
+        if unsupported := [k for k in _UNSUPPORTED_STRING if k in schema]:
+            raise SchemaError(f"grounded decoding cannot check '{unsupported[0]}' at {pointer or '/'} on a span of the source; drop it or decode without --grounded")
+        bounds = []
+        if "pattern" in schema:
+            bounds.append(_pattern_regex(schema["pattern"]))
+        if "minLength" in schema or "maxLength" in schema:
+            bounds.append(f"{_JSON_CHAR}{{{int(schema.get('minLength', 0))},{'' if 'maxLength' not in schema else int(schema['maxLength'])}}}")
+        if not bounds:
+            return "GROUNDED"
+        name = f"S{len(self.rules)}"
+        regexes = " & ".join("/" + b.replace("/", "\\/") + "/" for b in bounds)
+        self.rules.append(f'{name}: "\\"" (SPAN & {regexes}) "\\""')
+        return name
 
     def _object(self, schema: dict[str, Any], pointer: str) -> str:
         props = schema.get("properties") or {}
@@ -205,7 +234,7 @@ def grounded_constraint(schema: dict[str, Any], sample: Sample, source_field: st
 
 def value_spans(reply: str, source: str) -> dict[str, list[int]]:
     """Each string value of a JSON reply located in ``source``: ``{pointer: [start, end]}``
-    character offsets into ``source`` (line breaks matched as one space, as decoding
+    character offsets into ``source`` (whitespace runs matched as one space, as decoding
     read them; the first occurrence). Values not found are left out; an empty string
     is reported at ``[0, 0]``."""
     norm, origin = normalized_source(source)
