@@ -268,6 +268,20 @@ def test_grounded_decoding_gives_the_same_replies_and_confidences_in_both_engine
         assert all(sample.source_text()[a:b].replace("\n", " ") == values[p] for p, (a, b) in spans.items())
 
 
+def test_onnx_runtime_genai_batches_rows_with_their_own_grammars_like_one_at_a_time(onnx_fp32, prompt_ids):
+    """One batch, prompts of different lengths (right-padded with a token no prompt holds),
+    a different constraint per row: the replies and scores of decoding them one by one."""
+    from model_garden.inference.engines import generate_ort
+
+    other = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": False}
+    prompts = [prompt_ids[0], prompt_ids[1], prompt_ids[1][:5] + prompt_ids[0]]  # three lengths
+    constraints = [SCHEMA, other, None]
+    batched = generate_ort(onnx_fp32, prompts, constraints, 12, threads=1)
+    single = [generate_ort(onnx_fp32, [p], [c], 12, threads=1)[0] for p, c in zip(prompts, constraints)]
+    _same_replies(batched, single)
+    assert batched[1].text.startswith('{"n": ')
+
+
 def test_predict_engines_give_the_same_predictions(run_dir, onnx_fp32, tmp_path):
     """``predict --engine onnxruntime-genai`` on the export and ``--engine hf`` on the run:
     the same prompts (the codec's ids), the same schema, the same replies."""

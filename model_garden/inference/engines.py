@@ -6,9 +6,10 @@ exactly the same prompt.
 * ``onnxruntime-genai``: a folder from ``model-garden export RUN --format onnx``. The
   engine computes each step's logits; the mask, the greedy choice and the token log are
   the ``hf`` engine's (``inference.confidence.GuidedRows``, llguidance with the same
-  ``JSON_OPTIONS``), so the two engines report the same confidences. One sequence at a
-  time: padding is told from prompt by the pad token id, which for SmolLM2 is its
-  end-of-turn token.
+  ``JSON_OPTIONS``), so the two engines report the same confidences. A batch of prompts
+  is decoded together, each with its own grammar, right-padded with a token id no prompt
+  holds (the engine tells padding from prompt by the pad id, and SmolLM2's pad token is
+  its end-of-turn token, which every chat prompt has).
 * ``vllm``: a merged folder (``--format merged``), guided by vLLM's ``guidance`` backend
   (llguidance): a schema goes in with ``JSON_OPTIONS`` as its ``x-guidance`` options
   (:func:`model_garden.grammar.with_guidance`), a grounded grammar as a Lark grammar.
@@ -34,7 +35,7 @@ from model_garden.inference.confidence import GuidedRows, Reply, value_scores
 
 
 @functools.lru_cache(maxsize=2)
-def _ort_model(model_dir: str, threads: int | None) -> tuple[Any, tuple[int, ...], int]:
+def _ort_model(model_dir: str, threads: int | None, pad: int) -> tuple[Any, tuple[int, ...], int]:
     try:  # an optional dependency (the onnx extra)
         import onnxruntime_genai as og
     except ImportError:
@@ -43,11 +44,23 @@ def _ort_model(model_dir: str, threads: int | None) -> tuple[Any, tuple[int, ...
     if not genai_config.is_file():
         raise FileNotFoundError(f"{model_dir}: no genai_config.json; make one with model-garden export RUN --format onnx")
     config = og.Config(model_dir)
+    overlay: dict[str, Any] = {"pad_token_id": pad}
     if threads is not None:
-        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+        overlay["decoder"] = {"session_options": {"intra_op_num_threads": threads}}
+    config.overlay(json.dumps({"model": overlay}))
     spec = json.loads(genai_config.read_text(encoding="utf-8"))["model"]
     eos = spec["eos_token_id"]
     return og.Model(config), tuple(eos) if isinstance(eos, list) else (eos,), int(spec["vocab_size"])
+
+
+def _pad_id(tokenizer: Any, prompt_ids: list[list[int]]) -> int:
+    """A token id no prompt holds: ONNX Runtime GenAI tells padding from prompt by the pad
+    id, and SmolLM2's own pad token is its end-of-turn token, which every chat prompt has."""
+    used = {t for ids in prompt_ids for t in ids}
+    for candidate in [tokenizer.pad_token_id, *sorted(tokenizer.all_special_ids), len(tokenizer) - 1]:
+        if candidate is not None and candidate not in used:
+            return int(candidate)
+    return next(t for t in range(len(tokenizer)) if t not in used)
 
 
 @functools.lru_cache(maxsize=4)
@@ -66,9 +79,10 @@ def generate_ort(
 ) -> list[Reply]:
     """Greedily decode each prompt with ONNX Runtime GenAI (CPU).
 
-    The engine computes the logits; the grammar, the greedy choice and the token log are
-    the ``hf`` engine's own (``inference.confidence.GuidedRows``), so both engines apply
-    the same mask to the same logits and report the same confidences.
+    The prompts are decoded as one batch. The engine computes the logits; the grammar and
+    the token log are the ``hf`` engine's own (``inference.confidence.GuidedRows``): the
+    masked logits go back to the engine, which takes the greedy token, so both engines
+    apply the same mask to the same logits and report the same confidences.
 
     Args:
         model_dir: A folder exported with ``--format onnx`` (``genai_config.json``, model,
@@ -92,46 +106,50 @@ def generate_ort(
 
     if schemas is not None and len(schemas) != len(prompt_ids):
         raise ValueError(f"{len(schemas)} schemas for {len(prompt_ids)} prompts")
-    model, eos, vocab = _ort_model(str(model_dir), threads)
     tokenizer = _hf_tokenizer(str(model_dir))
+    pad = _pad_id(tokenizer, prompt_ids)
+    model, eos, vocab = _ort_model(str(model_dir), threads, pad)
     lltok = ll_tokenizer(tokenizer, vocab, list(eos))
-    replies = []
-    for i, ids in enumerate(prompt_ids):
+    matchers = []
+    for i in range(len(prompt_ids)):
         constraint = None if schemas is None else schemas[i]
         try:
-            m = None if constraint is None else constraint_matcher(tokenizer, constraint, vocab_size=vocab, eos_token_id=list(eos))
+            matchers.append(None if constraint is None else constraint_matcher(tokenizer, constraint, vocab_size=vocab, eos_token_id=list(eos)))
         except SchemaError as exc:
             raise SchemaError(f"prompt {i}: {exc}") from None
-        rows = GuidedRows([m], vocab, eos)
-        params = og.GeneratorParams(model)
-        # The KV cache is sized by max_length; the builder's default is the whole context.
-        params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=False, num_beams=1)
-        generator = og.Generator(model, params)
-        generator.append_tokens([ids])
-        new: list[int] = []
-        while len(new) < max_new_tokens:
-            logits = np.array(generator.get_logits(), dtype=np.float32).reshape(1, vocab)
-            rows.mask(logits)
-            token = int(logits[0].argmax())  # the first of equal maxima, as torch's argmax
-            rows.consume([token])
-            new.append(token)
-            if token in eos:
-                break
-            generator.append_tokens([[token]])
-        n = next((j for j, t in enumerate(new) if t in eos), len(new))
-        scores = value_scores(rows.logs[0], lambda t: lltok.decode_bytes([t]), frozenset(eos))
-        replies.append(Reply(tokenizer.decode(new[:n], skip_special_tokens=True), n, scores))
+    rows = GuidedRows(matchers, vocab, eos)
+    batch = len(prompt_ids)
+    longest = max(map(len, prompt_ids))
+    # Right-padded: ONNX Runtime GenAI takes each row's logits at its last real token.
+    ids = np.full((batch, longest), pad, dtype=np.int32)
+    for row, prompt in enumerate(prompt_ids):
+        ids[row, : len(prompt)] = prompt
+    params = og.GeneratorParams(model)
+    # The KV cache is sized by max_length; the builder's default is the whole context.
+    params.set_search_options(max_length=longest + max_new_tokens, do_sample=False, num_beams=1, batch_size=batch)
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    new: list[list[int]] = [[] for _ in prompt_ids]
+    for _ in range(max_new_tokens):
+        logits = np.array(generator.get_logits(), dtype=np.float32).reshape(batch, vocab)
+        rows.mask(logits)
+        # The engine picks the greedy token of the masked logits (the first of equal maxima).
+        generator.set_logits(logits)
+        generator.generate_next_token()
+        tokens = [int(t) for t in np.asarray(generator.get_next_tokens()).reshape(batch)]
+        live = [not d for d in rows.done]
+        rows.consume(tokens)
+        for row, token in enumerate(tokens):
+            if live[row]:
+                new[row].append(token)
+        if all(rows.done):
+            break
+    replies = []
+    for row, tokens in enumerate(new):
+        n = next((j for j, t in enumerate(tokens) if t in eos), len(tokens))
+        scores = value_scores(rows.logs[row], lambda t: lltok.decode_bytes([t]), frozenset(eos))
+        replies.append(Reply(tokenizer.decode(tokens[:n], skip_special_tokens=True), n, scores))
     return replies
-
-
-@functools.lru_cache(maxsize=1)
-def _vllm_engine(model_dir: str) -> Any:
-    try:  # an optional dependency that needs a GPU
-        from vllm import LLM
-    except ImportError:
-        raise ImportError("--engine vllm needs vLLM (a supported GPU): pip install 'model-garden[vllm]'") from None
-    # Only the guidance backend reads the schema's x-guidance layout; no silent fallback.
-    return LLM(model=model_dir, structured_outputs_config={"backend": "guidance", "disable_fallback": True})
 
 
 def _vllm_guide(constraint: dict | str | None) -> Any:
