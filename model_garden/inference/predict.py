@@ -32,6 +32,7 @@ the embedded SmolLM2 and prints the replies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -51,6 +52,7 @@ from model_garden.inference.confidence import DEFAULT_AGGREGATE, Reply, fill_con
 from model_garden.inference.engines import generate_ort, generate_vllm
 from model_garden.inference.generate import default_threads, generate_batch
 from model_garden.inference.grounding import grounded_constraint, value_spans
+from model_garden.locks import FileLock
 from model_garden.progress import progress_reporter
 from model_garden.masking.codec import ChatCodec
 from model_garden.masking.strategies import MaskingError
@@ -315,7 +317,12 @@ def predict(
     # compare trains again in this process after predicting: give its thread count back.
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_num_threads, previous)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # One writer per predictions file: a second predict into it is refused, not interleaved.
+        lock = FileLock(out.with_name(out.name + ".lock"), f"--out {out}").acquire()
+        stack.callback(lock.release, remove=True)
         generate, processing = engine_generator(engine, model, threads)
         codec = ChatCodec.for_data(processing, dataset, allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths)
         if isinstance(schema, dict):
@@ -329,7 +336,6 @@ def predict(
 
         partial = out.with_name(out.name + ".partial")
         done = _done_lines(partial) if resume else []
-        out.parent.mkdir(parents=True, exist_ok=True)
         with partial.open("w", encoding="utf-8") as fh:
             fh.writelines(line + "\n" for line in done)
             fh.flush()
@@ -360,8 +366,6 @@ def predict(
         os.replace(partial, out)
         out.with_name(out.name + ".meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         return {**stats, "examples": n, "max_new_tokens": budget, "threads": threads}
-    finally:
-        torch.set_num_threads(previous)
 
 
 if __name__ == "__main__":

@@ -264,7 +264,7 @@ class RunOptions:
         early_stopping_patience: Stop after this many evaluations without improving --metric-for-best.
         save_steps: Checkpoint every N steps.
         save_total_limit: Keep at most this many checkpoints.
-        resume: Resume: 'latest' or a checkpoint folder; the options and data must match the run's.
+        resume: Resume: 'latest', a checkpoint folder, or 'auto' (latest if the run has a complete checkpoint, else start it: what a requeued scheduler job needs); the options and data must match the run's.
         overwrite: Replace the run already in --output (otherwise a non-empty --output is refused).
         allow_changes: Options a resumed run may change, comma-separated (max_steps, epochs, save_steps, save_total_limit, eval_steps, merge, skip_bad_lines).
         report_to: tensorboard | wandb | none | ... (transformers integrations).

@@ -317,54 +317,55 @@ def train(
     processing, vision = setup_processing(cfg, processing)
     data = setup_data(cfg, processing, train_records, eval_records)
     out = Path(cfg.run.output)
-    created = run_folder.claim(cfg)
-    try:  # until training starts, a failure leaves nothing behind
-        if cfg.run.resume:
-            for change in run_folder.check_resume(cfg, out, data.scan.fingerprint):
-                console.print(f"[yellow]resuming with a change:[/] {change}")
-        resume = resume_point(cfg, out, console)
-        model = setup_model(cfg, vision, model, trainable_token_ids)
-        decoded_eval = None
-        if decoded_eval_factory is not None and data.eval is not None:
-            budget = int(data.eval_scan.longest_reply * 1.25) + 16
-            decoded_eval = decoded_eval_factory(cfg, data.eval.codec, data.eval.source, budget)
-        trainer, signals = setup_trainer(cfg, model, data, out, console, callbacks, decoded_eval)
-        _start(cfg, data, processing, out, console)
-        if on_start is not None:
-            on_start(out)
-    except BaseException:
-        run_folder.release(out, created)
-        raise
-    result, start_eval, elapsed = fit(trainer, resume, out / "log.jsonl")
-    if signals.received is not None:
-        last, _ = latest_complete_checkpoint(out / "checkpoints")
-        console.print(f"[yellow]interrupted:[/] checkpoint saved at {last}; continue with --resume latest")
-        return TrainResult(out, {"interrupted_at_step": trainer.state.global_step, "signal": signals.received}, True)
-    save(cfg, trainer, processing, out)
-    scan = data.scan
-    history = trainer.state.log_history
-    evals = ([{**start_eval, "step": 0}] if start_eval else []) + [r for r in history if "eval_value_loss" in r]
-    metrics = {
-        "steps": trainer.state.global_step,
-        "train_runtime_s": elapsed,
-        "train_loss": result.training_loss,
-        "tokens_seen": trainer.state.num_input_tokens_seen,
-        "tokens_per_s": trainer.state.num_input_tokens_seen / elapsed if elapsed else None,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "eval_value_loss": [(r["step"], r["eval_value_loss"]) for r in evals if "eval_value_loss" in r],
-        "decoded_eval": [(r["step"], {k[5:]: v for k, v in r.items() if k[5:] in DECODED_KEYS}) for r in evals if "eval_field_accuracy" in r],
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "loss": [(r["step"], r["loss"]) for r in history if "loss" in r],
-        "dropped_in_training": trainer.data_collator.dropped,
-        "skipped_lines": len(scan.errors),
-        "bf16": trainer.args.bf16,
-        "base_model": cfg.model.base_model,
-        "base_model_path": str(Path(resolve_model(cfg.model.base_model)).resolve()) if loads_base else None,
-        "longest_reply_tokens": scan.longest_reply,
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    model_card.write(cfg, out, model_card.load_stats(out), metrics)
-    if cfg.run.push_to_hub:
-        console.print(f"pushed to the Hub: {model_card.push(out, cfg.run.push_to_hub)}")
-    console.print(f"[green]done:[/] {trainer.state.global_step} steps in {elapsed:.0f} s · saved to {out}")
-    return TrainResult(out, metrics, False)
+    created, lock, cfg = run_folder.claim(cfg)
+    with lock:  # held until the run ends, however it ends
+        try:  # until training starts, a failure leaves nothing behind
+            if cfg.run.resume:
+                for change in run_folder.check_resume(cfg, out, data.scan.fingerprint):
+                    console.print(f"[yellow]resuming with a change:[/] {change}")
+            resume = resume_point(cfg, out, console)
+            model = setup_model(cfg, vision, model, trainable_token_ids)
+            decoded_eval = None
+            if decoded_eval_factory is not None and data.eval is not None:
+                budget = int(data.eval_scan.longest_reply * 1.25) + 16
+                decoded_eval = decoded_eval_factory(cfg, data.eval.codec, data.eval.source, budget)
+            trainer, signals = setup_trainer(cfg, model, data, out, console, callbacks, decoded_eval)
+            _start(cfg, data, processing, out, console)
+            if on_start is not None:
+                on_start(out)
+        except BaseException:
+            run_folder.release(out, created)
+            raise
+        result, start_eval, elapsed = fit(trainer, resume, out / "log.jsonl")
+        if signals.received is not None:
+            last, _ = latest_complete_checkpoint(out / "checkpoints")
+            console.print(f"[yellow]interrupted:[/] checkpoint saved at {last}; continue with --resume latest")
+            return TrainResult(out, {"interrupted_at_step": trainer.state.global_step, "signal": signals.received}, True)
+        save(cfg, trainer, processing, out)
+        scan = data.scan
+        history = trainer.state.log_history
+        evals = ([{**start_eval, "step": 0}] if start_eval else []) + [r for r in history if "eval_value_loss" in r]
+        metrics = {
+            "steps": trainer.state.global_step,
+            "train_runtime_s": elapsed,
+            "train_loss": result.training_loss,
+            "tokens_seen": trainer.state.num_input_tokens_seen,
+            "tokens_per_s": trainer.state.num_input_tokens_seen / elapsed if elapsed else None,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "eval_value_loss": [(r["step"], r["eval_value_loss"]) for r in evals if "eval_value_loss" in r],
+            "decoded_eval": [(r["step"], {k[5:]: v for k, v in r.items() if k[5:] in DECODED_KEYS}) for r in evals if "eval_field_accuracy" in r],
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "loss": [(r["step"], r["loss"]) for r in history if "loss" in r],
+            "dropped_in_training": trainer.data_collator.dropped,
+            "skipped_lines": len(scan.errors),
+            "bf16": trainer.args.bf16,
+            "base_model": cfg.model.base_model,
+            "base_model_path": str(Path(resolve_model(cfg.model.base_model)).resolve()) if loads_base else None,
+            "longest_reply_tokens": scan.longest_reply,
+        }
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        model_card.write(cfg, out, model_card.load_stats(out), metrics)
+        if cfg.run.push_to_hub:
+            console.print(f"pushed to the Hub: {model_card.push(out, cfg.run.push_to_hub)}")
+        console.print(f"[green]done:[/] {trainer.state.global_step} steps in {elapsed:.0f} s · saved to {out}")
+        return TrainResult(out, metrics, False)

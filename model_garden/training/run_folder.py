@@ -1,8 +1,12 @@
 """A run owns its output folder: no silent reuse, no resume of another run.
 
-* ``claim`` refuses a folder that already holds something unless ``--resume`` (continue
-  the run that is there) or ``--overwrite`` (replace it: allowed only for a folder that
-  holds a model-garden run, never for an arbitrary non-empty folder).
+* ``claim`` first locks the folder for the run's whole life (``model_garden.locks``): a
+  second process is refused with the holder's pid, host and start time, whatever its
+  flags, and a lock left by a killed process is taken over. It then refuses a folder
+  that already holds something unless ``--resume`` (continue the run that is there) or
+  ``--overwrite`` (replace it: allowed only for a folder that holds a model-garden run,
+  never for an arbitrary non-empty folder). ``--resume auto`` continues the run if it
+  has a complete checkpoint and starts it otherwise (a requeued scheduler job).
 * ``check_resume`` compares the saved ``config.yaml`` and mask fingerprint with the new
   run's and refuses with the list of differences; options that cannot change what was
   already trained (``SAFE_TO_CHANGE``, e.g. the number of steps) may differ when
@@ -23,34 +27,66 @@ from typing import Any
 
 import yaml
 
+from model_garden.locks import FileLock
 from model_garden.options import ConfigError, flag
+from model_garden.training.checkpoints import latest_complete_checkpoint
 from model_garden.training.config import SAFE_TO_CHANGE, TrainConfig
+
 # Bookkeeping: never compared.
 _IGNORED = frozenset({"resume", "overwrite", "allow_changes", "output", "report_to", "logging_steps", "dataloader_workers"})
+LOCK_FILE = ".model-garden.lock"
 RUN_MARKERS = ("config.yaml", "mask_stats.json", "checkpoints", "adapter_config.json", "metrics.json")
 
 
-def claim(cfg: TrainConfig) -> bool:
-    """Make the output folder this run's; True when it was created here (see ``release``).
+def claim(cfg: TrainConfig) -> tuple[bool, FileLock, TrainConfig]:
+    """Lock the output folder and make it this run's.
+
+    Returns:
+        Whether the folder was created here (see ``release``), the lock (release it when
+        the run ends), and the configuration with ``--resume auto`` resolved to
+        ``latest`` or a fresh start.
 
     Raises:
+        InUseError: another live process holds the folder.
         ConfigError: the folder is a file, holds another run (without ``--resume`` or
             ``--overwrite``), or is a non-empty folder that holds no run.
     """
     out = Path(cfg.run.output)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output {out} is a file; give a folder")
-    if not out.exists():
-        out.mkdir(parents=True)
-        return True
-    contents = [p.name for p in out.iterdir()]
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out / LOCK_FILE, f"--output {out}").acquire()
+    try:
+        cfg = _resolve_auto(cfg, out)
+        _take(cfg, out)
+    except BaseException:
+        lock.release()
+        raise
+    return created, lock, cfg
+
+
+def _resolve_auto(cfg: TrainConfig, out: Path) -> TrainConfig:
+    """``--resume auto``: ``latest`` when a complete checkpoint is there, else a fresh
+    start that replaces an unfinished run's files (``check_resume`` still compares the
+    options of a continued run)."""
+    if cfg.run.resume != "auto":
+        return cfg
+    if latest_complete_checkpoint(out / "checkpoints")[0] is not None:
+        return cfg.replace(resume="latest")
+    return cfg.replace(resume=None, overwrite=True)
+
+
+def _take(cfg: TrainConfig, out: Path) -> None:
+    contents = [p.name for p in out.iterdir() if p.name != LOCK_FILE]
     is_run = any(name in contents for name in RUN_MARKERS)
     if not contents or cfg.run.resume:
-        return False
+        return
     if cfg.run.overwrite and is_run:
         for item in out.iterdir():
-            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
-        return False
+            if item.name != LOCK_FILE:
+                shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        return
     if is_run:
         raise ConfigError(
             f"--output {out} already holds a run; pass --resume latest to continue it, --overwrite to replace it, or choose another --output"
