@@ -285,8 +285,14 @@ def split_sizes(n: int, val_fraction: float, test_fraction: float) -> dict[str, 
     return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
 
 
-def make_forms(out: str | Path, n: int = 204, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1) -> dict[str, int]:
+def make_forms(
+    out: str | Path, n: int = 204, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1, *, schema_in_prompt: bool = True
+) -> dict[str, int]:
     """Generate the data set into ``out``.
+
+    ``schema_in_prompt=False`` leaves the answer schema out of the prompts (about 500 of a
+    text record's 1,000 tokens): the decoding grammar enforces it anyway, and ``demo``
+    trains twice as many examples per second without it.
 
     Writes ``text/{train,val,test}.jsonl`` (text prompts with the transcription),
     ``vision/{train,val,test}.jsonl`` (the prompt and the PNG inline as a ``data:`` URI),
@@ -302,7 +308,7 @@ def make_forms(out: str | Path, n: int = 204, seed: int = 0, val_fraction: float
         (out / sub).mkdir(parents=True, exist_ok=True)
     schema = answer_schema()
     (out / SCHEMA_FILE).write_text(json.dumps(schema, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    intro = embed_schema(prompt_schema())
+    intro = embed_schema(prompt_schema()) if schema_in_prompt else "Answer with the form's fields as JSON."
     system = {"role": "system", "content": SYSTEM_PROMPT}
     i = 0
     for split in SPLITS:

@@ -21,7 +21,9 @@ twice: the second is refused.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +40,14 @@ LOCK_FILE = ".model-garden.lock"
 RUN_MARKERS = ("config.yaml", "mask_stats.json", "checkpoints", "adapter_config.json", "metrics.json")
 
 
-def claim(cfg: TrainConfig) -> tuple[bool, FileLock, TrainConfig]:
-    """Lock the output folder and make it this run's.
+def claim(cfg: TrainConfig) -> tuple[bool, AbstractContextManager, TrainConfig]:
+    """Lock the output folder and make it this run's. In a data-parallel job only the
+    first process (``RANK`` 0) locks and prepares the folder: the others are the same run.
 
     Returns:
-        Whether the folder was created here (see ``release``), the lock (release it when
-        the run ends), and the configuration with ``--resume auto`` resolved to
-        ``latest`` or a fresh start.
+        Whether the folder was created here (see ``release``), the lock (held: leave its
+        ``with`` block when the run ends), and the configuration with ``--resume auto``
+        resolved to ``latest`` or a fresh start.
 
     Raises:
         InUseError: another live process holds the folder.
@@ -56,6 +59,8 @@ def claim(cfg: TrainConfig) -> tuple[bool, FileLock, TrainConfig]:
         raise ConfigError(f"--output {out} is a file; give a folder")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("RANK", "0") != "0":
+        return created, nullcontext(), _resolve_auto(cfg, out)
     lock = FileLock(out / LOCK_FILE, f"--output {out}").acquire()
     try:
         cfg = _resolve_auto(cfg, out)

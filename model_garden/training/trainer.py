@@ -71,6 +71,23 @@ def loss_at_output_layer(head: torch.nn.Module, labels, weights, normaliser, chu
         del head.forward
 
 
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """transformers' length-grouped order, drawn from ``seed + epoch`` rather than the
+    global random state, so a resumed run sees the batches an uninterrupted one would
+    (the trainer calls ``set_epoch`` before each epoch, as for its own seedable sampler)."""
+
+    def __init__(self, batch_size: int, *, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class SelectiveLossSFTTrainer(Trainer):
     """Trainer for batches with ``labels`` and ``loss_weights`` (see the module docstring).
 
@@ -112,7 +129,8 @@ class SelectiveLossSFTTrainer(Trainer):
         lengths = getattr(dataset, "lengths", None)
         if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
             # The pre-pass measured every example already; no second pass over the data.
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths, seed=seed)
         return super()._get_train_sampler(train_dataset)
 
     # -- checkpoints ---------------------------------------------------------------
