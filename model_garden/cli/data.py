@@ -15,7 +15,7 @@ from rich.table import Table
 from model_garden.cli.common import console, err_console, user_errors
 from model_garden.cli.masks import DATA_FLAGS, MASK_FLAGS, options
 from model_garden.cli.train import config_options
-from model_garden.training.config import DataOptions, MaskOptions
+from model_garden.training.config import DataOptions, MaskOptions, ModelOptions
 
 make_data = typer.Typer(help="Build training data sets: synthetic forms, SROIE receipts.", no_args_is_help=True)
 
@@ -42,10 +42,11 @@ def validate_data(file: Path, base_model: str | None = None, **kwargs: Any) -> N
         # Deferred so that `model-garden --help` does not import the tokenizer stack.
         from model_garden.data.images import ImagePolicy
         from model_garden.masking.scan import validate_dataset
+        from model_garden.masking.templates import with_chat_template
         from model_garden.models import load_processing
 
-        _, data, mask = options(kwargs)
-        processing = load_processing(base_model) if base_model is not None else None
+        model, data, mask = options(kwargs)
+        processing = with_chat_template(load_processing(base_model), model.chat_template) if base_model is not None else None
         policy = ImagePolicy(allow_remote=data.allow_remote_images, allow_outside_paths=data.allow_outside_paths)
         start = time.perf_counter()
         with console.status(f"validating {file}"):
@@ -82,6 +83,7 @@ validate_data.__signature__ = inspect.Signature(
             "base_model", inspect.Parameter.KEYWORD_ONLY, default=None,
             annotation=Annotated[Optional[str], typer.Option(help="Also build every example with this model's tokenizer or processor (token lengths)")],
         ),
+        *config_options({"model": ModelOptions}, only={"chat_template"}),
         *config_options({"mask": MaskOptions}, only=MASK_FLAGS),
         *config_options({"data": DataOptions}, only=DATA_FLAGS),
     ]

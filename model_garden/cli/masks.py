@@ -54,6 +54,7 @@ def inspect_masks(**kwargs: Any) -> None:
         from model_garden.masking import ChatCodec
         from model_garden.masking.inspect import render_html, render_rich
         from model_garden.masking.scan import scan
+        from model_garden.masking.templates import with_chat_template
         from model_garden.models import load_processing
 
         own = build(InspectOptions, {k: kwargs.pop(k) for k in list(kwargs) if k in {f.name for f in dataclasses.fields(InspectOptions)} and kwargs[k] is not None})
@@ -63,7 +64,7 @@ def inspect_masks(**kwargs: Any) -> None:
         if not 0 <= own.index < len(source):
             raise ValueError(f"--index {own.index} is out of range: {own.dataset} has {len(source)} examples")
         codec = ChatCodec.for_data(
-            load_processing(model.base_model), own.dataset, allow_remote_images=data.allow_remote_images,
+            with_chat_template(load_processing(model.base_model), model.chat_template), own.dataset, allow_remote_images=data.allow_remote_images,
             allow_outside_paths=data.allow_outside_paths, schema_file=mask.schema,
         )
         report = scan(SampleView(source, own.limit), codec, cfg, data.max_length, name=own.dataset)
@@ -82,7 +83,7 @@ def inspect_masks(**kwargs: Any) -> None:
 inspect_masks.__signature__ = inspect.Signature(
     [
         *config_options({"inspect": InspectOptions}),
-        *config_options({"model": ModelOptions}, only={"base_model"}),
+        *config_options({"model": ModelOptions}, only={"base_model", "chat_template"}),
         *config_options({"mask": MaskOptions}, only=MASK_FLAGS),
         *config_options({"data": DataOptions}, only=DATA_FLAGS),
     ]

@@ -29,6 +29,7 @@ class PredictOptions:
         engine: hf (transformers, any model) | onnxruntime-genai (a --format onnx export) | vllm (a --format merged export, GPU).
         grounded: Copy every string value from the record's source text (a contiguous span; line breaks read as spaces); spans are written per value.
         source_field: The record key holding the source text for --grounded (default: 'source'; a record without it uses its user turns' text).
+        chat_template: Render prompts with this template instead of the model's (a Jinja file or a name, as train's); a training run's own saved template is used by default.
         calibration: calibration.json mapping confidences to the probability of being right (default: the one beside the model, written by model-garden calibrate).
     """
 
@@ -48,6 +49,7 @@ class PredictOptions:
     engine: str = "hf"
     grounded: bool = False
     source_field: str = "source"
+    chat_template: str | None = None
     calibration: str | None = None
 
     def __post_init__(self) -> None:

@@ -56,6 +56,7 @@ from model_garden.locks import FileLock
 from model_garden.progress import progress_reporter
 from model_garden.masking.codec import ChatCodec
 from model_garden.masking.strategies import MaskingError
+from model_garden.masking.templates import with_chat_template
 from model_garden.models import is_vision_model, load_model, load_processing, peft_quietly, resolve_model, text_tokenizer
 
 DEFAULT_BUDGET = 256
@@ -271,6 +272,7 @@ def predict(
     grounded: bool = False,
     source_field: str = SOURCE_FIELD,
     calibration: str | Path | None = None,
+    chat_template: str | None = None,
 ) -> dict[str, Any]:
     """Predict a reply for every record of a dataset and write them to ``out``.
 
@@ -296,6 +298,8 @@ def predict(
         source_field: The record key holding the source text (else its user turns).
         calibration: The ``calibration.json`` to map confidences with; default the one
             beside the model, if any.
+        chat_template: ``--chat-template``: render prompts with this template (a training
+            run renders with the one it saved by default).
 
     Returns:
         ``{"examples", "new_tokens", "seconds", "cut", "max_new_tokens", "threads"}``.
@@ -324,7 +328,7 @@ def predict(
         lock = FileLock(out.with_name(out.name + ".lock"), f"--out {out}").acquire()
         stack.callback(lock.release, remove=True)
         generate, processing = engine_generator(engine, model, threads)
-        codec = ChatCodec.for_data(processing, dataset, allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths)
+        codec = ChatCodec.for_data(with_chat_template(processing, chat_template), dataset, allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths)
         if isinstance(schema, dict):
             codec.dataset_schema = schema
         elif schema is not None:

@@ -54,6 +54,7 @@ class ModelOptions:
         load_in_4bit: QLoRA: load the frozen base in 4-bit NF4 (bitsandbytes; a CUDA GPU only).
         bf16: auto | true | false: bf16 autocast (auto: when the CPU or GPU supports it).
         gradient_checkpointing: Recompute activations in backward to save memory (on by default, as in TRL; see docs/benchmarks.md).
+        chat_template: Render chats with this template instead of the model's: a Jinja file, or a name (chatml: ChatML with tools; or any template TRL ships, e.g. qwen2_5, llama3). Saved with the run, so predict and export use it.
     """
 
     base_model: str = "smollm2-135m"
@@ -63,6 +64,7 @@ class ModelOptions:
     load_in_4bit: bool = False
     bf16: str = "auto"
     gradient_checkpointing: bool = True
+    chat_template: str | None = None
 
     def __post_init__(self) -> None:
         _require([

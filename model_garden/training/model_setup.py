@@ -15,6 +15,7 @@ import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, set_seed
 
+from model_garden.masking.templates import with_chat_template
 from model_garden.models import is_processor, is_vision_model, load_model, load_processing, peft_quietly, resolve_model
 from model_garden.options import ConfigError
 from model_garden.training.config import TrainConfig
@@ -55,10 +56,13 @@ def quantization(cfg: TrainConfig) -> Any:
 
 
 def setup_processing(cfg: TrainConfig, processing: Any = None) -> tuple[Any, bool]:
-    """The tokenizer or processor (loaded unless given) and whether the model is a VLM."""
+    """The tokenizer or processor (loaded unless given; with ``--chat-template``'s template)
+    and whether the model is a VLM."""
     if processing is None:
         vision = cfg.model.vision or is_vision_model(resolve_model(cfg.model.base_model))
         processing = load_processing(cfg.model.base_model, vision=vision)
+    # A copy: saved beside the run with the template, so predict and export render alike.
+    processing = with_chat_template(processing, cfg.model.chat_template)
     vision = is_processor(processing)
     if cfg.model.vision and not vision:
         raise ValueError(f"--base-model {cfg.model.base_model} is a text model; use `model-garden train`")
