@@ -178,7 +178,7 @@ def test_cli_writes_the_page(receipts, tmp_path):
 
 @pytest.mark.parametrize("line, message", [
     ("not json\n", r"preds.jsonl:6: not a JSON line"),
-    ('{"output": "{}"}\n', r'preds.jsonl:6: expected \{"line": <int>, "output": <string>, ...\}'),
+    ('{"output": "{}"}\n', r'preds.jsonl:6: expected \{"line": <int >= 0>, "output": <string>, ...\}'),
     ('{"line": 99, "output": "{}"}\n', r"preds.jsonl:6: predicts dataset line 99, but .*receipts.jsonl has no record on line 99"),
     ('{"line": 1, "output": "{}"}\n', r"preds.jsonl:6: a second prediction for line 1 \(first: .*preds.jsonl:1\)"),
 ], ids=["not JSON", "no line", "line not in the dataset", "line predicted twice"])

@@ -42,7 +42,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import isotonic_regression
 from scipy.stats import rankdata
 
-from model_garden.evaluation.report import evaluate_files
+from model_garden.evaluation.report import evaluate_files, read_prediction_rows
 from model_garden.inference.calibration_map import CalibrationMap
 from model_garden.inference.confidence import AGGREGATES
 from model_garden.inference.pointers import field_confidences
@@ -197,8 +197,8 @@ def confidence_report(outcomes: Sequence[Outcome], thresholds: Mapping[Any, floa
 
 
 def read_rows(predictions: str | Path) -> list[dict[str, Any]]:
-    """The lines of a predictions file, parsed; check it with ``evaluate_files`` first."""
-    return [json.loads(line) for line in Path(predictions).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The lines of a predictions file, parsed and checked (``read_prediction_rows``)."""
+    return [obj for obj, _ in read_prediction_rows(predictions).values()]
 
 
 def calibration_outcomes(predictions: str | Path, dataset: str | Path) -> dict[str, list[Outcome]]:

@@ -59,8 +59,9 @@ def parse_output(text: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def read_predictions(path: str | Path, key: str = "line", *, positional: bool = False) -> dict[int, tuple[str, str]]:
-    """``{record key: (output, "file:line" of the prediction)}`` from a predictions JSONL.
+def read_prediction_rows(path: str | Path, key: str = "line", *, positional: bool = False) -> dict[int, tuple[dict[str, Any], str]]:
+    """``{record key: (the prediction's whole line, "file:line" of it)}`` from a
+    predictions JSONL (``confidence``, ``spans`` and the rest kept).
 
     Args:
         path: One ``{key: <int>, "output": <string>, ...}`` object per line.
@@ -73,7 +74,7 @@ def read_predictions(path: str | Path, key: str = "line", *, positional: bool = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"predictions {path} not found")
-    outputs: dict[int, tuple[str, str]] = {}
+    rows: dict[int, tuple[dict[str, Any], str]] = {}
     position = 0
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -87,11 +88,16 @@ def read_predictions(path: str | Path, key: str = "line", *, positional: bool = 
             value = obj.get(key, position if positional else None) if isinstance(obj, dict) else None
             if type(value) is not int or value < 0 or not isinstance(obj.get("output"), str):
                 raise DataError(f'{where}: expected {{"{key}": <int >= 0>, "output": <string>, ...}}')
-            if value in outputs:
-                raise DataError(f"{where}: a second prediction for {key} {value} (first: {outputs[value][1]})")
-            outputs[value] = (obj["output"], where)
+            if value in rows:
+                raise DataError(f"{where}: a second prediction for {key} {value} (first: {rows[value][1]})")
+            rows[value] = (obj, where)
             position += 1
-    return outputs
+    return rows
+
+
+def read_predictions(path: str | Path, key: str = "line", *, positional: bool = False) -> dict[int, tuple[str, str]]:
+    """``{record key: (output, "file:line" of the prediction)}``; see ``read_prediction_rows``."""
+    return {value: (obj["output"], where) for value, (obj, where) in read_prediction_rows(path, key, positional=positional).items()}
 
 
 def _strings(value: Any) -> list[str]:

@@ -34,7 +34,7 @@ from model_garden.data.images import data_uri
 from model_garden.data.sample import SOURCE_FIELD, DataError, Sample
 from model_garden.data.sources import open_source
 from model_garden.evaluation.metrics import normalize
-from model_garden.evaluation.report import parse_output
+from model_garden.evaluation.report import parse_output, read_prediction_rows
 from model_garden.inference.pointers import leaves, metric_field
 from model_garden.masking.codec import ChatCodec
 
@@ -65,28 +65,14 @@ class Row:
 
 
 def read_predictions(path: Path) -> dict[int, Prediction]:
-    """``{dataset line: Prediction}``; a line that is not JSON, lacks ``line`` or
-    ``output``, or repeats a line is a ``DataError`` naming it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"predictions {path} not found")
+    """``{dataset line: Prediction}`` (``read_prediction_rows``); confidences and spans
+    that are not objects keyed by JSON Pointer are a ``DataError`` naming the line."""
     preds: dict[int, Prediction] = {}
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(raw)
-            except ValueError as exc:
-                raise DataError(f"{where}: not a JSON line ({exc})") from None
-            if not isinstance(obj, dict) or type(obj.get("line")) is not int or not isinstance(obj.get("output"), str):
-                raise DataError(f'{where}: expected {{"line": <int>, "output": <string>, ...}}')
-            confidence, spans = obj.get("confidence") or {}, obj.get("spans") or {}
-            if not (isinstance(spans, dict) and isinstance(confidence, dict) and all(type(c) in (int, float) for c in confidence.values())):
-                raise DataError(f"{where}: 'confidence' and 'spans' must be objects keyed by JSON Pointer, confidences numbers")
-            if obj["line"] in preds:
-                raise DataError(f"{where}: a second prediction for line {obj['line']} (first: {preds[obj['line']].where})")
-            preds[obj["line"]] = Prediction(obj["output"], confidence, spans, where)
+    for line, (obj, where) in read_prediction_rows(path).items():
+        confidence, spans = obj.get("confidence") or {}, obj.get("spans") or {}
+        if not (isinstance(spans, dict) and isinstance(confidence, dict) and all(type(c) in (int, float) for c in confidence.values())):
+            raise DataError(f"{where}: 'confidence' and 'spans' must be objects keyed by JSON Pointer, confidences numbers")
+        preds[line] = Prediction(obj["output"], confidence, spans, where)
     return preds
 
 

@@ -103,6 +103,7 @@ class DemoConfig:
         seed: Seed of data, adapter initialisation and order.
         base_model: The model to fine-tune (the embedded SmolLM2-135M by default).
         max_new_tokens: Generation budget per decoded form.
+        decodings: How the held-out forms are decoded: constrained (the schema) and/or grounded (every value copied from the form's text).
     """
 
     out: str = "outputs/demo"
@@ -114,3 +115,4 @@ class DemoConfig:
     seed: int = 0
     base_model: str = "smollm2-135m"
     max_new_tokens: int = 320
+    decodings: list[str] = field(default_factory=lambda: ["constrained", "grounded"])
