@@ -23,8 +23,8 @@ ends it). Per leaf it reports the candidate aggregates over the value's free tok
 ``predict`` writes ``confidence`` (the ``DEFAULT_AGGREGATE``, or the aggregate a fitted
 calibration map names, mapped) and these ``scores`` beside every reply.
 
-Try it: ``python -m model_garden.inference.confidence`` decodes a short reply with the
-embedded SmolLM2 and prints each value's scores.
+Try it: ``python -m model_garden.inference.generate`` decodes the bundled example with the
+embedded SmolLM2 and prints the reply with each value's scores.
 """
 
 from __future__ import annotations
@@ -190,14 +190,3 @@ def fill_confidence_scores(obj: Any, confidence: dict[str, float], pointer: str 
         out["confidence_score"] = confidence.get(f"{pointer}/contents")
     return out
 
-
-if __name__ == "__main__":
-    from model_garden.inference.generate import generate_batch
-    from model_garden.models import load_model, load_processing
-
-    tok, model = load_processing("smollm2-135m"), load_model("smollm2-135m")
-    demo = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
-            "required": ["city", "country"], "additionalProperties": False}
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Describe Paris as JSON."}], tokenize=False, add_generation_prompt=True)
-    (reply,) = generate_batch(model, tok, [{"input_ids": tok(prompt, add_special_tokens=False)["input_ids"]}], schemas=[demo], max_new_tokens=40)
-    print(reply.text, reply.scores, sep="\n")
