@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from model_garden.cli.common import console, user_errors
-from model_garden.cli.train import CONFIG_OPTION, config_options
+from model_garden.cli.train import CONFIG_OPTION, config_options, print_translation
 from model_garden.experiments.options import CompareOptions, DemoConfig
 from model_garden.training.config import TrainConfig, load_config
 
@@ -47,7 +47,7 @@ def compare(**kwargs: Any) -> None:
         names = {f.name for f in dataclasses.fields(CompareOptions)}
         own = _csv_fields({k: v for k, v in kwargs.items() if k in names and v is not None}, CompareOptions)
         # Each arm names its strategy; the shared options must not be checked against auto's.
-        train_cfg = load_config(config, {**{k: v for k, v in kwargs.items() if k not in names}, "mask_strategy": "none"})
+        train_cfg = load_config(config, {**{k: v for k, v in kwargs.items() if k not in names}, "mask_strategy": "none"}, print_translation)
         cfg = CompareConfig(train=train_cfg, **dataclasses.asdict(CompareOptions(**own)))
         summary = run_compare(cfg, console=console)
         console.print(rich_table(summary))

@@ -16,6 +16,7 @@ from rich.markup import escape
 from model_garden.cli.common import console, interrupted_exit, user_errors
 from model_garden.options import field_docs
 from model_garden.training.config import TrainConfig, load_config
+from model_garden.training.foreign import Translation
 
 _HIDDEN = {"vision"}  # set by the command itself
 
@@ -35,6 +36,13 @@ CONFIG_OPTION = inspect.Parameter(
     default=None,
     annotation=Annotated[Optional[Path], typer.Option(help="YAML file of these options (flat or by group); flags override it")],
 )
+
+
+def print_translation(found: Translation) -> None:
+    """How a TRL or Axolotl ``--config`` file was read: one line per key."""
+    console.print(f"--config {escape(found.path)}: {found.dialect} keys, read as", soft_wrap=True)
+    for line in found.lines:
+        console.print("  " + escape(line), soft_wrap=True)
 
 
 def config_options(
@@ -67,7 +75,7 @@ def _make(vision: bool):
             from model_garden.training.run import train
 
             config = kwargs.pop("config")
-            cfg = load_config(config, {**kwargs, "vision": vision})
+            cfg = load_config(config, {**kwargs, "vision": vision}, print_translation)
             result = train(cfg, console=console, decoded_eval_factory=decoded_eval_factory)
         if result.interrupted:
             raise interrupted_exit(result.metrics.get("signal"))

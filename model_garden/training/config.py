@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import yaml
 
 from model_garden.masking.strategies import STRATEGIES, MaskConfig, selective_strategy
 from model_garden.options import ConfigError, build, field_docs, flag, read_yaml
+from model_garden.training.foreign import Translation, translate
 
 _SCHEDULE_RE = re.compile(r"^linear:(?P<start>[0-9.]+)->(?P<end>[0-9.]+)$")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -380,13 +382,17 @@ def read_config_file(path: str | Path | None, groups: dict[str, type]) -> tuple[
     return flat, where
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainConfig:
-    """Defaults, then the YAML file, then the flags that were given (not None).
+def load_config(path: str | Path | None, overrides: dict[str, Any], on_translate: Callable[[Translation], None] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file, then the flags that were given (not None). A TRL or
+    Axolotl file is translated first (training/foreign.py) and shown to ``on_translate``.
 
     Raises:
         ConfigError: naming the file, line and option, or the flag with a bad value.
     """
-    values, where = read_config_file(path, TrainConfig.groups())
+    foreign = translate(path, set(TrainConfig().flat())) if path else None
+    if foreign and on_translate:
+        on_translate(foreign)
+    values, where = (foreign.values, foreign.where) if foreign else read_config_file(path, TrainConfig.groups())
     given = {k: v for k, v in overrides.items() if v is not None}
     values.update(given)
     for name in given:
