@@ -199,3 +199,12 @@ def test_cli_bad_input_is_one_line(receipts, tmp_path):
     assert " ".join(result.output.split()) == (
         f"error: {preds}:1: span [0, 500] of /company is not [start, end] within the source text (39 characters)"
     )
+
+
+def test_a_filled_confidence_score_is_not_a_judged_field(tmp_path):
+    gold = {"Marque": {"contents": "PEUGEOT", "confidence_score": None}}
+    dataset = _write_jsonl(tmp_path / "d.jsonl", [{**_chat("Marque: PEUGEOT", gold), "source": "Marque: PEUGEOT"}])
+    output = json.dumps({"Marque": {"contents": "PEUGEOT", "confidence_score": 0.93}})
+    preds = _write_jsonl(tmp_path / "p.jsonl", [{"line": 1, "output": output, "confidence": {"/Marque/contents": 0.93}}])
+    html = Path(write_review(preds, dataset, tmp_path / "r.html")["out"]).read_text(encoding="utf-8")
+    assert re.findall(r'data-pointer="([^"]*)" data-field="[^"]*" data-correct="([^"]*)"', html) == [("/Marque/contents", "true")]

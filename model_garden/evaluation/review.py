@@ -88,6 +88,9 @@ def field_rows(gold_text: str | None, pred: Prediction) -> list[Row]:
     predicted = {leaf.pointer: leaf.value for leaf in leaves(pred.output)} if valid else {}
     rows = []
     for pointer in dict.fromkeys([*gold, *predicted]):
+        sibling = pointer.removesuffix("/confidence_score") + "/contents"
+        if pointer.endswith("/confidence_score") and (sibling in gold or sibling in predicted):
+            continue  # the model's confidence, which predict fills in: shown as the row's confidence, not judged
         correct = None if gold_text is None else valid and normalize(gold.get(pointer)) == normalize(predicted.get(pointer))
         rows.append(Row(pointer, gold.get(pointer, ABSENT), predicted.get(pointer, ABSENT), pred.confidence.get(pointer), correct))
     return rows
