@@ -245,14 +245,19 @@ def test_arms_that_differ_only_in_epochs_do_not_share_a_run(tmp_path, tiny_model
 
 @pytest.mark.integration
 def test_demo_end_to_end_small(tmp_path, tiny_model_dir):
-    """The demo's wiring (forms -> compare -> constrained decoding -> report) on a tiny
-    model; the README's first command runs the real thing."""
+    """The demo's wiring (forms -> compare -> constrained and grounded decoding -> report)
+    on a tiny model; the README's first command runs the real thing."""
     from model_garden.experiments.demo import DemoConfig, demo
 
     cfg = DemoConfig(out=str(tmp_path / "demo"), forms=20, max_steps=2, batch_size=2, eval_examples=2, base_model=str(tiny_model_dir))
     summary = demo(cfg)
-    assert summary["strategies"] == ["none", "moderate@0.1"] and summary["decodings"] == ["constrained"]
+    assert summary["strategies"] == ["none", "moderate@0.1"] and summary["decodings"] == ["constrained", "grounded"]
     assert (tmp_path / "demo/compare/report.md").is_file()
     preds = (tmp_path / "demo/compare/runs/moderate@0.1-seed0/preds-constrained.jsonl").read_text().splitlines()
     assert len(preds) == 2 and all(json.loads(p)["constrained"] for p in preds)
+    grounded = (tmp_path / "demo/compare/runs/moderate@0.1-seed0/preds-grounded.jsonl").read_text().splitlines()
+    assert len(grounded) == 2 and all(json.loads(p)["grounded"] and "confidence" in json.loads(p) for p in grounded)
+    # The grammar carries the schema: the demo's prompts leave it out (half the tokens).
+    record = json.loads((tmp_path / "demo/forms/text/train.jsonl").read_text().splitlines()[0])
+    assert '"properties"' not in record["messages"][1]["content"] and record["source"] in record["messages"][1]["content"]
     assert 0.0 <= summary["runs"]["moderate@0.1-seed0"]["constrained/json_valid"] <= 1.0

@@ -72,7 +72,7 @@ def test_mask_is_as_wide_as_the_logits(smollm2, smollm2_tokenizer):
         logits = smollm2(**enc).logits[:, -1]
     assert logits.shape[-1] == width
     proc = json_schema_processor(smollm2_tokenizer, CAR, width, 1)
-    assert proc.bitmask.shape == (1, width // 32)
+    assert proc.rows.bitmask.shape == (1, width // 32)
     masked = proc(enc["input_ids"], logits.clone())
     allowed = torch.isfinite(masked[0]).nonzero().flatten().tolist()
     assert allowed and all(smollm2_tokenizer.decode([t]).startswith("{") for t in allowed)
@@ -104,7 +104,7 @@ def test_a_complete_reply_allows_only_eos_then_the_row_is_left_alone(smollm2_tok
     proc = json_schema_processor(smollm2_tokenizer, CAR, 49152, 1)
     scores = _feed(proc, ids)
     assert torch.isfinite(scores[0]).nonzero().flatten().tolist() == [eos]
-    assert proc.done == [False]
+    assert proc.rows.done == [False]
     scores = _feed(json_schema_processor(smollm2_tokenizer, CAR, 49152, 1), [*ids, eos, eos])
     assert torch.isfinite(scores).all()  # finished rows are padded by generate, not masked
 
