@@ -279,6 +279,7 @@ showing <span id="shown">{summary['records']}</span> records
 <script>{_SCRIPT}</script>
 </body></html>
 """
+    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")  # replaced whole or not at all
     partial.write_text(page, encoding="utf-8")
     os.replace(partial, out)

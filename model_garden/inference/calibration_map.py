@@ -93,6 +93,7 @@ class CalibrationMap:
         """Write the map as JSON; the file is replaced whole or not at all."""
         path = Path(path)
         data = asdict(self) | {"per_field": {name: {"x": x, "y": y} for name, (x, y) in self.per_field.items()}}
+        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(partial, path)

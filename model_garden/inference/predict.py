@@ -161,7 +161,7 @@ def predict_samples(
     max_new_tokens: int = DEFAULT_BUDGET,
     label: str = "predict",
 ) -> dict[str, Any]:
-    """The batch loop shared by ``predict``, ``predict-vtg`` and decoded evaluation.
+    """The batch loop shared by ``predict`` and ``predict-vtg``.
 
     Args:
         generate: Decodes a batch of encoded prompts (``hf_generator``).
