@@ -13,7 +13,7 @@ import typer
 
 from model_garden.cli.common import console, user_errors
 from model_garden.cli.train import CONFIG_OPTION, config_options, print_translation
-from model_garden.experiments.options import CompareOptions, DemoConfig
+from model_garden.experiments.options import CompareOptions, DemoConfig, LaunchOptions
 from model_garden.training.config import TrainConfig, load_config
 
 # Set by compare for each run.
@@ -45,17 +45,25 @@ def compare(**kwargs: Any) -> None:
 
         config = kwargs.pop("config")
         names = {f.name for f in dataclasses.fields(CompareOptions)}
+        launch_names = {f.name for f in dataclasses.fields(LaunchOptions)}
         own = _csv_fields({k: v for k, v in kwargs.items() if k in names and v is not None}, CompareOptions)
+        launch = LaunchOptions(**{k: v for k, v in kwargs.items() if k in launch_names and v is not None})
         # Each arm names its strategy; the shared options must not be checked against auto's.
-        train_cfg = load_config(config, {**{k: v for k, v in kwargs.items() if k not in names}, "mask_strategy": "none"}, print_translation)
-        cfg = CompareConfig(train=train_cfg, **dataclasses.asdict(CompareOptions(**own)))
+        shared = {k: v for k, v in kwargs.items() if k not in names | launch_names}
+        train_cfg = load_config(config, {**shared, "mask_strategy": "none"}, print_translation)
+        cfg = CompareConfig(train=train_cfg, launch=launch, **dataclasses.asdict(CompareOptions(**own)))
         summary = run_compare(cfg, console=console)
         console.print(rich_table(summary))
         console.print(f"report: {Path(cfg.out) / 'report.md'}")
 
 
 compare.__signature__ = inspect.Signature(
-    [CONFIG_OPTION, *config_options({"compare": CompareOptions}, csv=True), *config_options(TrainConfig.groups(), _PER_RUN)]
+    [
+        CONFIG_OPTION,
+        *config_options({"compare": CompareOptions}, csv=True),
+        *config_options({"launcher": LaunchOptions}),
+        *config_options(TrainConfig.groups(), _PER_RUN),
+    ]
 )
 
 

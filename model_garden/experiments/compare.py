@@ -5,7 +5,8 @@ the same order, with the same hyper-parameters; only the mask differs. Each run 
 value-token eval loss on a fixed schedule, then predicts the eval set with each decoding
 (``--decodings``: the schema's grammar, grounded in the source, or free) and is
 evaluated, confidence included (calibrated on ``--calibration-dataset`` when given). Runs already finished are reused, so an
-interrupted comparison continues where it stopped.
+interrupted comparison continues where it stopped. Runs go one after another here, or
+in parallel as jobs of a launcher (``--launcher local|slurm``, ``experiments.launch``).
 
 Layout::
 
@@ -14,15 +15,17 @@ Layout::
     OUT/runs/<strategy>-seed<k>/calibration-{constrained,grounded}.json (with --calibration-dataset)
     OUT/runs/<strategy>-seed<k>/same_as.json   instead, when the run is shared
     OUT/report.md, OUT/summary.json, OUT/*.png
+    OUT/launcher/<job>/                 each job's logs, with --launcher local|slurm (experiments/launch.py)
 
 Try it: ``model-garden compare --dataset T.jsonl --eval-dataset E.jsonl --strategies none,aggressive --seeds 0 --max-steps 20 --out runs/ab``
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,8 @@ from rich.console import Console
 from model_garden.evaluation import evaluate_files
 from model_garden.evaluation.calibration import confidence_metrics, evaluate_confidence, fit_calibration
 from model_garden.evaluation.decoded import decoded_eval_factory
-from model_garden.experiments.options import CompareOptions, arm_folder, parse_arm
+from model_garden.experiments.launch import launch
+from model_garden.experiments.options import CompareOptions, LaunchOptions, arm_folder, parse_arm
 from model_garden.experiments.report import summarize, write_report
 from model_garden.inference.predict import predict
 from model_garden.models import load_processing
@@ -44,9 +48,11 @@ class CompareConfig(CompareOptions):
 
     Attributes:
         train: Training options shared by every run (dataset, eval set, steps, ...).
+        launch: Where the runs execute (inline, or jobs of a launcher).
     """
 
     train: TrainConfig
+    launch: LaunchOptions = field(default_factory=LaunchOptions)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -162,13 +168,38 @@ def _shared_with(cfg: CompareConfig, strategy: str, seed: int) -> str | None:
     return None
 
 
-def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> dict[str, Any]:
-    """Train (unless done or shared), predict and evaluate one strategy and seed."""
+def _to_launch(cfg: CompareConfig) -> list[tuple[str, int]]:
+    """The runs a launcher must execute: unfinished ones that will not share an earlier
+    arm's run. Decided before any of them runs, by the rule ``_shared_with`` applies
+    after (equal masks, schedule and optimizer), so that the gathering shares exactly
+    these."""
+    todo = []
+    for seed in cfg.seeds:
+        own: list[tuple[Any, ...]] = []  # (fingerprint, schedule, optim) of each arm with a run of its own
+        for arm in cfg.strategies:
+            run_cfg = cfg.run_config(arm, seed)
+            folder = Path(run_cfg.run.output)
+            if (folder / "same_as.json").is_file():
+                continue
+            key = None
+            if len(cfg.strategies) > 1 and not cfg.train.model.vision:  # vision runs never share (see _shared_with)
+                key = (mask_fingerprint(run_cfg), run_cfg.mask.structural_weight_schedule, run_cfg.optim)
+                if key in own and not _run_done(folder):
+                    continue
+            own.append(key)
+            if not _run_finished(cfg, arm, seed):
+                todo.append((arm, seed))
+    return todo
+
+
+def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console, threads: int | None = None) -> dict[str, Any]:
+    """Train (unless done or shared), predict and evaluate one strategy and seed;
+    ``threads`` for decoding (default: the cores not busy)."""
     shared = _shared_with(cfg, strategy, seed)
     if shared:
         console.print(f"[dim]{strategy} · seed {seed}: same masks as {shared} on every training example; sharing its run[/]")
         other = shared.rsplit("-seed", 1)[0]
-        return {**run_one(cfg, other, seed, console), "strategy": strategy, "same_as": shared}
+        return {**run_one(cfg, other, seed, console, threads), "strategy": strategy, "same_as": shared}
     run_cfg = cfg.run_config(strategy, seed)
     folder = Path(run_cfg.run.output)
     if _run_done(folder):
@@ -190,7 +221,7 @@ def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console) -> d
         if not report.is_file():
             decode = functools.partial(
                 predict, folder, constrained=decoding != "free", grounded=decoding == "grounded",
-                batch_size=cfg.predict_batch_size, max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.predict_batch_size, max_new_tokens=cfg.max_new_tokens, threads=threads,
             )
             calibration = None
             if cfg.calibration_dataset and decoding != "free":
@@ -235,7 +266,15 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
     ]
     if missing:
         console.print(f"[yellow]report only: not run yet: {', '.join(missing)}[/]")
-    runs = [run_one(cfg, s, k, console) for s, k in planned if f"{s}-seed{k}" not in missing]
+    threads = cfg.launch.arm_cpus
+    if cfg.launch.launcher != "inline" and not cfg.report_only:
+        launch(cfg.launch, out, _to_launch(cfg), run_one, cfg, console)
+    elif threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    # Under a launcher every run is finished by now, and each is gathered (reused) here.
+    runs = [run_one(cfg, s, k, console, threads) for s, k in planned if f"{s}-seed{k}" not in missing]
     if not runs:
         raise ValueError(f"--report-only: no finished run under {out / 'runs'}")
     summary = summarize(runs, cfg.strategies, target_loss=cfg.target_loss)
@@ -250,6 +289,7 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
         "predict_limit": cfg.predict_limit,
         "max_new_tokens": cfg.max_new_tokens,
         "train": cfg.train.to_dict(),
+        "launch": dataclasses.asdict(cfg.launch),
     }
     write_report(summary, out)
     return summary

@@ -89,6 +89,41 @@ class CompareOptions:
             raise ValueError("--predict-batch-size and --max-new-tokens must be at least 1")
 
 
+LAUNCHERS = ("inline", "local", "slurm")
+
+
+@dataclass
+class LaunchOptions:
+    """Where compare's runs execute (submitit; docs/scaling.md).
+
+    Attributes:
+        launcher: inline: one run after another in this process; local: each run its own process on this machine, several at once; slurm: each run a Slurm job. Finished runs are reused and the report is written here either way.
+        arm_cpus: CPU cores (torch threads, training and decoding) of each run (default: inline keeps torch's own; local shares this machine's cores among the runs at once; slurm 8).
+        parallel: Runs at once under a launcher (default: local as many as the cores hold at --arm-cpus each; slurm all).
+        arm_mem_gb: Memory of each run's job, in GiB (slurm; default: the partition's).
+        arm_gpus: GPUs of each run's job.
+        arm_timeout_min: Wall-time limit of each run's job, in minutes; a run stopped by it resumes from its last checkpoint on the next compare.
+        slurm_partition: The Slurm partition (default: the cluster's).
+    """
+
+    launcher: str = "inline"
+    arm_cpus: int | None = None
+    parallel: int | None = None
+    arm_mem_gb: int | None = None
+    arm_gpus: int = 0
+    arm_timeout_min: int = 3 * 24 * 60
+    slurm_partition: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"--launcher must be one of {', '.join(LAUNCHERS)}; got {self.launcher!r}")
+        for flag, value in (("--arm-cpus", self.arm_cpus), ("--parallel", self.parallel), ("--arm-mem-gb", self.arm_mem_gb), ("--arm-timeout-min", self.arm_timeout_min)):
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} must be at least 1; got {value}")
+        if self.arm_gpus < 0:
+            raise ValueError(f"--arm-gpus must be at least 0; got {self.arm_gpus}")
+
+
 @dataclass
 class DemoConfig:
     """Size of the demo.
