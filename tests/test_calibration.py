@@ -25,6 +25,7 @@ from model_garden.evaluation.calibration import (
     plot_reliability,
     precision_coverage,
     reliability_bins,
+    precision_lower_bound,
     threshold_for_precision,
 )
 from model_garden.inference.calibration_map import CALIBRATION_FILE, CalibrationMap
@@ -77,6 +78,20 @@ def test_threshold_for_precision_takes_the_lowest_that_reaches_the_target():
     assert threshold_for_precision(CONF, RIGHT, 0.80) == 0.9
     assert threshold_for_precision(CONF, RIGHT, 0.60) == 0.3
     assert threshold_for_precision(CONF, [0, 0, 0, 0, 0], 0.5) is None
+
+
+def test_certified_thresholds_use_the_clopper_pearson_lower_bound():
+    # n of n right: (1 - level) ** (1 / n); 9 of 10 at 95%: 0.6058 (the textbook value)
+    assert precision_lower_bound([3, 9, 0], [3, 10, 4], 0.95) == pytest.approx([0.05 ** (1 / 3), 0.60584, 0.0], abs=1e-5)
+    # 299 right of 299 certifies 99% at 95%; 298 does not
+    assert precision_lower_bound(299, 299, 0.95) >= 0.99 > precision_lower_bound(298, 298, 0.95)
+    # 400 fields, right above 0.2: the point estimate accepts 3 wrong ones (99.07% >= 99%),
+    # the certified threshold only the 319 right ones (bound 99.06%)
+    conf = np.linspace(0, 1, 400)
+    right = conf > 0.2
+    point, certified = threshold_for_precision(conf, right, 0.99), threshold_for_precision(conf, right, 0.99, 0.95)
+    assert point == pytest.approx(77 / 399) and certified == pytest.approx(80 / 399)
+    assert threshold_for_precision(conf[:200], right[:200], 0.99, 0.95) is None  # too few fields to certify 99%
 
 
 def test_coverage_at_hand_computed():
@@ -240,8 +255,11 @@ def test_fit_calibration_hand_computed(calibration_split):
     # min sorted: 0, .5, .6 wrong, .7, .9, .95 right -> blocks {0 .. .6} at 0, {.7 .. .95} at 1
     assert (cmap.x, cmap.y) == ([0.0, 0.6, 0.7, 0.95], [0.0, 0.0, 1.0, 1.0])
     assert cmap.per_field == {}  # 6 values of name, fewer than 30
-    # calibrated: 1 for the three right fields, 0 for the rest: precision 100% from 1.0
-    assert cmap.thresholds == {"0.95": 1.0, "0.99": 1.0}
+    # calibrated: 1 for the three right fields, 0 for the rest: precision 100% from 1.0,
+    # which three fields certify only down to 0.05 ** (1/3) = 36.8% at 95%: no threshold
+    assert cmap.thresholds == {"0.95": None, "0.99": None} and cmap.threshold_level == 0.95
+    point = fit_calibration(preds, dataset, level=None)
+    assert point.thresholds == {"0.95": 1.0, "0.99": 1.0} and point.threshold_level is None
     assert cmap.fitted_on == {"dataset": str(dataset), "fields": 6}
 
 
@@ -257,7 +275,11 @@ def test_cli_calibrate_end_to_end(calibration_split, tmp_path):
     # ECE before, on min: bin [0.9, 1]: {.95, .9} right -> 2 * 0.075; .7 right 0.3; .6, .5 wrong 0.6 + 0.5; 0 wrong 0
     # -> 1.55 / 6 = 25.8%; after: every calibrated value is 0 or 1 and right accordingly -> 0.0%
     assert "ECE before / after │ 25.8% / 0.0%" in text
-    assert "95% precision │ confidence >= 1.000: coverage 50.0%, precision 100.0%" in text
+    assert "95% precision, certified at 95% │ none reaches it, certified at 95%" in text
+    # --threshold-level 0: the split's own precision chooses
+    result = CliRunner().invoke(app, ["calibrate", "--predictions", str(preds), "--dataset", str(dataset), "--out", str(run), "--threshold-level", "0"])
+    assert "95% precision │ confidence >= 1.000: coverage 50.0%, precision 100.0%" in " ".join(result.output.split())
+    assert CalibrationMap.load(run / CALIBRATION_FILE) == fit_calibration(preds, dataset, level=None)
     assert "fields scored │ 6 (accuracy 50.0%)" in text
 
 

@@ -15,7 +15,11 @@ confidence in [0, 1] and whether the field is right (the ``correct`` outcome of
 - Accepting the fields whose confidence is >= t: coverage = accepted / n, precision =
   right among accepted / accepted. ``precision_coverage`` gives both for every distinct
   confidence t; ``threshold_for_precision`` the lowest t whose precision reaches a target
-  (the most coverage at that precision), ``None`` if none does.
+  (the most coverage at that precision), ``None`` if none does; with a confidence level,
+  the lowest t whose precision's one-sided Clopper-Pearson lower bound reaches it
+  (``precision_lower_bound``), which is how ``calibrate`` saves its thresholds: a point
+  estimate on a split of a few hundred fields does not hold beyond it (docs/results/trust.md's
+  pilot: "99%" on 200 fields gave 90% on new receipts).
 - ``fit_isotonic``: the non-decreasing least-squares fit of correctness on confidence
   (equal confidences pooled first, weighted by their count), kept as the first and last
   point of each fitted block; ``CalibrationMap`` interpolates linearly between them, so
@@ -23,7 +27,8 @@ confidence in [0, 1] and whether the field is right (the ``correct`` outcome of
 
 ``fit_calibration`` evaluates a predictions file, picks the score aggregate with the best
 AUROC (ties: ``product``), fits the map on it (per field where there is enough data) and
-the thresholds for 95% and 99% precision on the calibrated values. Figures computed on
+the thresholds for 95% and 99% precision, chosen on cross-fitted calibrated values (each
+field mapped by a fit without it) and certified at 95%. Figures computed on
 the split the map was fitted on are in-sample, so optimistic: check them on another split.
 
 Try it: ``python -m model_garden.evaluation.calibration PREDS.jsonl DATASET.jsonl``
@@ -40,7 +45,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import isotonic_regression
-from scipy.stats import rankdata
+from scipy.stats import beta, rankdata
 
 from model_garden.evaluation.report import evaluate_files, read_prediction_rows
 from model_garden.inference.calibration_map import CalibrationMap
@@ -48,6 +53,9 @@ from model_garden.inference.confidence import AGGREGATES
 from model_garden.inference.pointers import field_confidences
 
 TARGETS = (0.95, 0.99)  # precisions the saved thresholds aim at
+# Confidence level of the lower bound a saved threshold's precision must reach (docs/review.md).
+THRESHOLD_LEVEL = 0.95
+FOLDS = 5  # cross-fitting of the thresholds (``cross_fitted``)
 MIN_FIELD_VALUES, MIN_EACH_OUTCOME = 30, 3  # below either, a field uses the pooled map
 Outcome = tuple[str, float, bool]  # (dotted field, confidence, right)
 
@@ -104,9 +112,23 @@ def precision_coverage(confidence: ArrayLike, correct: ArrayLike) -> tuple[np.nd
     return ranked[last], accepted / len(c), right[last] / accepted
 
 
-def threshold_for_precision(confidence: ArrayLike, correct: ArrayLike, target: float) -> float | None:
-    """The lowest threshold whose accepted fields have precision >= ``target``; ``None`` if none."""
-    thresholds, _, precision = precision_coverage(confidence, correct)
+def precision_lower_bound(right: ArrayLike, accepted: ArrayLike, level: float) -> np.ndarray:
+    """One-sided Clopper-Pearson lower bound at ``level`` on the precision of ``right`` of
+    ``accepted`` fields: the lowest precision under which that many right ones would
+    still be seen with probability ``1 - level``. ``n`` right of ``n`` gives
+    ``(1 - level) ** (1 / n)``: 299 fields, all right, are needed to certify 99% at 95%."""
+    k, n = np.asarray(right, dtype=float), np.asarray(accepted, dtype=float)
+    return np.where(k > 0, beta.ppf(1 - level, np.maximum(k, 1), n - k + 1), 0.0)
+
+
+def threshold_for_precision(confidence: ArrayLike, correct: ArrayLike, target: float, level: float | None = None) -> float | None:
+    """The lowest threshold whose accepted fields have precision >= ``target`` (with
+    ``level``: whose precision's lower bound at that confidence level does, so that the
+    target holds beyond the split with that probability); ``None`` if none."""
+    thresholds, coverage, precision = precision_coverage(confidence, correct)
+    if level is not None:
+        accepted = np.rint(coverage * len(np.atleast_1d(confidence)))
+        precision = precision_lower_bound(np.rint(precision * accepted), accepted, level)
     reached = np.flatnonzero(precision >= target)
     return float(thresholds[reached[-1]]) if len(reached) else None
 
@@ -217,9 +239,37 @@ def calibration_outcomes(predictions: str | Path, dataset: str | Path) -> dict[s
     return {a: field_outcomes(rows, report, a) for a in present}
 
 
-def fit_map(outcomes: Mapping[str, Sequence[Outcome]], dataset: str | Path) -> CalibrationMap:
+def _fit(names: np.ndarray, c: np.ndarray, ok: np.ndarray) -> tuple[list[float], list[float], dict[str, tuple[list[float], list[float]]]]:
+    """The pooled map's points and the per-field maps (where a field has enough data)."""
+    per_field = {}
+    for name in dict.fromkeys(names.tolist()):
+        mine = ok[names == name]
+        if len(mine) >= MIN_FIELD_VALUES and min(mine.sum(), (~mine).sum()) >= MIN_EACH_OUTCOME:
+            per_field[name] = fit_isotonic(c[names == name], mine)
+    return *fit_isotonic(c, ok), per_field
+
+
+def cross_fitted(names: np.ndarray, c: np.ndarray, ok: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """Each field's calibrated confidence under a map fitted without it: the outcomes
+    (in record order) cut into ``folds`` contiguous parts, each mapped by the fit on the
+    others. A map's top block is all right on the data it was fitted on by construction;
+    thresholds chosen there are optimistic, and no confidence bound corrects that."""
+    part = np.arange(len(c)) * folds // max(len(c), 1)
+    out = np.empty(len(c))
+    for k in range(folds):
+        held, fit_on = part == k, part != k
+        if not held.any():
+            continue
+        x, y, per_field = _fit(names[fit_on], c[fit_on], ok[fit_on]) if fit_on.any() else ([0.0], [float(ok.mean())], {})
+        out[held] = [np.interp(v, *per_field.get(name, (x, y))) for name, v in zip(names[held], c[held])]
+    return out
+
+
+def fit_map(outcomes: Mapping[str, Sequence[Outcome]], dataset: str | Path, level: float | None = THRESHOLD_LEVEL) -> CalibrationMap:
     """The calibration map of ``calibration_outcomes``' result (module docstring);
-    ``dataset`` is only recorded in ``fitted_on``."""
+    ``dataset`` is only recorded in ``fitted_on``. With ``level``, the thresholds are
+    chosen on cross-fitted confidences (``cross_fitted``) and certified at that level
+    (``threshold_for_precision``); ``None`` takes the split's in-sample precision as it is."""
     candidates = {a: auroc(*_columns(outcomes[a])[1:]) for a in outcomes}
     # max keeps the first of equals, and AGGREGATES puts product first
     best = max(sorted(candidates, key=AGGREGATES.index), key=lambda a: -1.0 if candidates[a] is None else candidates[a])
@@ -227,22 +277,17 @@ def fit_map(outcomes: Mapping[str, Sequence[Outcome]], dataset: str | Path) -> C
     if not chosen:
         raise ValueError("no field with a confidence to calibrate on")
     names, c, ok = _columns(chosen)
-    per_field = {}
-    for name in dict.fromkeys(names.tolist()):
-        mine = ok[names == name]
-        if len(mine) >= MIN_FIELD_VALUES and min(mine.sum(), (~mine).sum()) >= MIN_EACH_OUTCOME:
-            per_field[name] = fit_isotonic(c[names == name], mine)
-    x, y = fit_isotonic(c, ok)
+    x, y, per_field = _fit(names, c, ok)
     fitted_on = {"dataset": str(dataset), "fields": len(chosen)}
-    cmap = CalibrationMap(best, x, y, per_field, fitted_on=fitted_on, candidates=candidates)
-    calibrated = [cmap.apply(name, value) for name, value, _ in chosen]
-    cmap.thresholds = {str(target): threshold_for_precision(calibrated, ok, target) for target in TARGETS}
+    cmap = CalibrationMap(best, x, y, per_field, fitted_on=fitted_on, candidates=candidates, threshold_level=level)
+    calibrated = [cmap.apply(name, value) for name, value, _ in chosen] if level is None else cross_fitted(names, c, ok)
+    cmap.thresholds = {str(target): threshold_for_precision(calibrated, ok, target, level) for target in TARGETS}
     return cmap
 
 
-def fit_calibration(predictions: str | Path, dataset: str | Path) -> CalibrationMap:
+def fit_calibration(predictions: str | Path, dataset: str | Path, level: float | None = THRESHOLD_LEVEL) -> CalibrationMap:
     """Fit the calibration map of a predictions file (with ``scores``) on its dataset."""
-    return fit_map(calibration_outcomes(predictions, dataset), dataset)
+    return fit_map(calibration_outcomes(predictions, dataset), dataset, level)
 
 
 def evaluate_confidence(predictions: str | Path, report: dict[str, Any], calibration: str | Path | None = None) -> dict[str, Any] | None:

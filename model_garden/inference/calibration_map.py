@@ -53,8 +53,12 @@ class CalibrationMap:
             calibration split had at least 30 values of that field with at least 3 right
             and 3 wrong; every other field uses the pooled map.
         thresholds: ``{"0.95": t, "0.99": t}``: the lowest calibrated confidence whose
-            accepted fields reached that precision on the calibration split (``None``
-            where none did: accept nothing automatically).
+            accepted fields reached that precision on the calibration split, in the
+            sense of ``threshold_level`` (``None`` where none did: accept nothing
+            automatically).
+        threshold_level: The confidence level at which the thresholds' precision is
+            certified (a one-sided Clopper-Pearson lower bound on the split reaches the
+            target); ``None``: the split's precision itself reached it (a point estimate).
         fitted_on: ``{"dataset": path, "fields": number of field values fitted on}``.
         candidates: ``{aggregate: AUROC}`` of each aggregate on the calibration split
             (``None`` where only one outcome occurred); the best was chosen.
@@ -67,6 +71,7 @@ class CalibrationMap:
     thresholds: dict[str, float | None] = field(default_factory=dict)
     fitted_on: dict[str, Any] = field(default_factory=dict)
     candidates: dict[str, float | None] = field(default_factory=dict)
+    threshold_level: float | None = None
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
@@ -74,6 +79,8 @@ class CalibrationMap:
         _check_points(self.x, self.y, "the pooled map")
         for name, (x, y) in self.per_field.items():
             _check_points(x, y, f"the map of field {name!r}")
+        if self.threshold_level is not None and not 0 < self.threshold_level < 1:
+            raise ValueError(f"threshold_level {self.threshold_level} is not in (0, 1)")
         for target, t in self.thresholds.items():
             if t is not None and not 0 <= t <= 1:
                 raise ValueError(f"threshold {target}: {t} is not in [0, 1]")
