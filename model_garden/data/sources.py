@@ -181,7 +181,7 @@ def open_source(
         raise DataError(f"--data-format must be one of {', '.join(FORMATS)}; got {format!r}")
     spec = str(spec)
     path = Path(spec).expanduser()
-    if format == "jsonl" or (format == "auto" and path.suffix == ".jsonl" and not path.is_dir()):
+    if is_jsonl(path, format):
         return JsonlDataset(path, skip_bad_lines=skip_bad_lines, require_reply=require_reply)
     if format != "hub" and not path.exists() and (format != "auto" or spec.startswith((".", "/", "~")) or path.suffix):
         raise FileNotFoundError(f"dataset {spec} not found")
@@ -193,7 +193,7 @@ def stream_records(spec: str | Path, *, format: str = "auto", counts: dict[str, 
     """Every record in order, each a ``Sample`` or the ``DataError`` that makes it
     unusable; JSONL files are streamed line by line (``counts["blank"]`` counts blanks)."""
     path = Path(spec).expanduser()
-    if format == "jsonl" or (format == "auto" and path.suffix == ".jsonl" and not path.is_dir()):
+    if is_jsonl(path, format):
         if not path.is_file():
             raise FileNotFoundError(f"dataset {path} not found")
         yield from iter_lines(path, require_reply=kwargs.get("require_reply", True), counts=counts)
@@ -201,6 +201,11 @@ def stream_records(spec: str | Path, *, format: str = "auto", counts: dict[str, 
     source = open_source(spec, format=format, skip_bad_lines=True, **kwargs)
     yield from source.skipped
     yield from source
+
+
+def is_jsonl(path: Path, format: str = "auto") -> bool:
+    """Whether ``path`` is read as a JSONL file (line by line) under ``--data-format``."""
+    return format == "jsonl" or (format == "auto" and path.suffix == ".jsonl" and not path.is_dir())
 
 
 def base_dir_of(spec: str | Path | None) -> Path:

@@ -93,7 +93,7 @@ def generate_ort(
         max_new_tokens: Generation budget per reply.
         threads: ONNX Runtime's intra-op threads; ``None`` keeps its default (one per
             physical core). On a shared machine pass the idle cores
-            (``model_garden.inference.generate.default_threads``), as ``predict`` does
+            (``model_garden.cores.default_threads``), as ``predict`` does
             for torch.
 
     Returns:

@@ -4,20 +4,13 @@
 training batches go through), merges their image/video tensors, and decodes greedily,
 each row constrained to its JSON schema when one is given (``inference.constrained``).
 
-Threads: on a shared CPU, torch's default of one thread per core collapses when another
-job holds a core (measured: 0.6 tokens/s with 2 threads against 16 with 1 beside a
-training run). ``default_threads`` takes the cores other processes leave free.
-
 Try it: ``python -m model_garden.inference.generate`` answers the bundled example.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from typing import Any
 
-import psutil
 import torch
 from transformers import LogitsProcessorList
 
@@ -26,26 +19,6 @@ from model_garden.inference.confidence import Reply, value_scores
 from model_garden.inference.constrained import json_schema_processor
 from model_garden.masking.batch import pad_batch
 from model_garden.models import text_tokenizer
-
-
-def busy_seconds() -> tuple[float, float]:
-    """CPU seconds the whole machine and this process have spent busy so far."""
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0), sum(psutil.Process().cpu_times()[:2])
-
-
-def default_threads(window: float = 0.25) -> int:
-    """Cores other processes leave free, measured over ``window`` seconds, at least 1.
-
-    Not the load average: it counts this process's own work of the last minute (a
-    training run just before, in ``compare`` or ``demo``) as another job's.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    (all0, mine0), start = busy_seconds(), time.perf_counter()
-    time.sleep(window)
-    (all1, mine1), seconds = busy_seconds(), time.perf_counter() - start
-    others = max(0.0, (all1 - all0) - (mine1 - mine0)) / seconds
-    return max(1, cores - round(others))
 
 
 def logit_width(model: Any) -> int:

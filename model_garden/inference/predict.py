@@ -45,12 +45,13 @@ from peft import PeftModel
 from transformers import AutoTokenizer
 
 from model_garden import jsonfmt
+from model_garden.cores import default_threads
 from model_garden.data.sample import SOURCE_FIELD, DataError, Sample
 from model_garden.data.sources import SampleView, open_source
 from model_garden.inference.calibration_map import CALIBRATION_FILE, CalibrationMap
 from model_garden.inference.confidence import DEFAULT_AGGREGATE, Reply, fill_confidence_scores
 from model_garden.inference.engines import generate_ort, generate_vllm
-from model_garden.inference.generate import default_threads, generate_batch
+from model_garden.inference.generate import generate_batch
 from model_garden.inference.grounding import grounded_constraint, value_spans
 from model_garden.locks import FileLock
 from model_garden.progress import progress_reporter

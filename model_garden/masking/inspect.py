@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -126,6 +126,15 @@ class MaskStats:
             for code, count in zip(*np.unique(classes[where], return_counts=True)):
                 counter[TOKEN_CLASS_NAMES[int(code)]] += int(count)
         self.weight_sum += float(weights.sum())
+
+    def merge(self, other: MaskStats) -> None:
+        """Add the counts of another stretch of the dataset (a chunk of a parallel scan)."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, Counter):
+                mine.update(theirs)
+            else:
+                setattr(self, f.name, mine + theirs)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (written as ``mask_stats.json`` by training)."""

@@ -11,7 +11,13 @@ dies hours in on a bad record, and the same message reaches ``train`` and
 ``validate-data``. The report holds compact arrays (token lengths, image sizes, the
 positions of the usable records), so a 100k-line file is checked in bounded memory.
 
-``validate_dataset(path, ...)`` is the streaming form for a file.
+``validate_dataset(path, ...)`` is the streaming form for a file, ``scan_source`` the
+form for a ``SampleSource``. Records are scanned in chunks of ``CHUNK`` whose reports are
+merged in reading order; with ``num_proc`` other than 1, a scan still running after
+``POOL_AFTER_S`` seconds hands its remaining chunks to worker processes (``scan_pool``),
+and the report is the one a single process gives, to the last bit. With ``cache`` the
+finished report is kept on disk and reused while nothing it depends on changes
+(``scan_cache``).
 
 Try it: ``model-garden validate-data FILE.jsonl --base-model smollm2-135m --mask-strategy moderate``.
 """
@@ -21,102 +27,38 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
+import time
 from array import array
-from collections.abc import Iterable
-from itertools import chain
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from model_garden.cores import default_threads
 from model_garden.data.images import ImageError, ImagePolicy
 from model_garden.data.sample import DataError, Sample
 from model_garden.data.sources import stream_records
+from model_garden.masking import scan_cache
 from model_garden.masking.build import truncate
 from model_garden.masking.codec import ChatCodec
-from model_garden.masking.inspect import MaskStats
 from model_garden.masking.json_spans import find_json_document
+from model_garden.masking.scan_pool import ordered_map
+from model_garden.masking.scan_report import ScanReport
 from model_garden.masking.strategies import MEDIA, PROMPT, MaskConfig, MaskingError
 
 JSON_STRATEGIES = ("conservative", "moderate", "aggressive", "schema-forced")
-
-
-@dataclass
-class ScanReport:
-    """What ``scan`` found.
-
-    Attributes:
-        name: The dataset.
-        records: Records read (usable or not; blank lines are not records).
-        blank: Blank lines (ignored, not errors).
-        errors: ``(line, message)`` for every unusable record, in order; ``message``
-            starts with the record's ``file:line`` (``line`` is None when unknown).
-        kept: Positions (0-based, in reading order) of the usable records.
-        stats: Mask statistics of the usable examples (as truncated for training).
-        lengths: Token length of each usable example before truncation.
-        truncated: Usable examples longer than ``max_length``.
-        images: Images opened.
-        widths: Width of each image opened.
-        heights: Height of each image opened.
-        fingerprint: SHA-256 over the usable examples' ids, labels, weights and token
-            classes: two runs whose fingerprints match feed the trainer the same thing.
-        longest_reply: The most tokens after the prompt in one example (the replies and
-            their end-of-turn tokens): what a generation budget must cover.
-    """
-
-    name: str = "dataset"
-    records: int = 0
-    blank: int = 0
-    errors: list[tuple[int | None, str]] = field(default_factory=list)
-    kept: array = field(default_factory=lambda: array("I"))
-    stats: MaskStats = field(default_factory=MaskStats)
-    lengths: array = field(default_factory=lambda: array("I"))
-    truncated: int = 0
-    images: int = 0
-    widths: array = field(default_factory=lambda: array("I"))
-    heights: array = field(default_factory=lambda: array("I"))
-    fingerprint: str = ""
-    longest_reply: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """No unusable record."""
-        return not self.errors
-
-    @property
-    def messages(self) -> list[str]:
-        """The error messages, in order."""
-        return [message for _, message in self.errors]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """The headline numbers, for display."""
-        return {
-            "records": self.records,
-            "valid": self.records - len(self.errors),
-            "bad": len(self.errors),
-            "blank lines": self.blank,
-            "images": self.images,
-            "truncated": self.truncated,
-        }
-
-    def image_sizes(self) -> dict[str, tuple[int, int]]:
-        """The smallest, median and largest image by area, as ``(width, height)``."""
-        if not self.widths:
-            return {}
-        w, h = np.asarray(self.widths, dtype=np.int64), np.asarray(self.heights, dtype=np.int64)
-        order = np.argsort(w * h, kind="stable")
-        pick = {"min": order[0], "median": order[len(order) // 2], "max": order[-1]}
-        return {name: (int(w[i]), int(h[i])) for name, i in pick.items()}
-
-    def raise_errors(self, flag: str = "--skip-bad-lines") -> None:
-        """Raise one ``DataError`` listing the unusable records (the first 20)."""
-        if not self.errors:
-            return
-        shown = "\n  ".join(self.messages[:20])
-        more = f"\n  ... and {len(self.errors) - 20} more" if len(self.errors) > 20 else ""
-        raise DataError(f"{self.name}: {len(self.errors)} unusable record(s); fix them or pass {flag}:\n  {shown}{more}")
+FINGERPRINTED = ("input_ids", "labels", "loss_weights", "token_classes")
+# Records per task of a parallel scan. A constant, not a share of the records per process:
+# the mask statistics' float sum is added chunk by chunk, so the same chunks on any number
+# of processes give a bit-identical report.
+CHUNK = 64
+# Seconds of scanning in this process before worker processes take the rest: about what
+# they take to start (scan_pool), so data scanned sooner never waits for them, and a long
+# scan loses at most that.
+POOL_AFTER_S = 3.0
 
 
 def _check_json(codec: ChatCodec, sample: Sample, cfg: MaskConfig) -> None:
@@ -129,9 +71,17 @@ def _check_json(codec: ChatCodec, sample: Sample, cfg: MaskConfig) -> None:
             )
 
 
+def _outside(ref: Any) -> bool:
+    """Whether a media reference names a file or URL (a list: a video's frames)."""
+    if isinstance(ref, (list, tuple)):
+        return any(_outside(r) for r in ref)
+    return isinstance(ref, str) and not ref.startswith("data:")
+
+
 def _check_one(codec: ChatCodec, sample: Sample, cfg: MaskConfig, max_length: int | None, report: ScanReport) -> dict[str, Any] | None:
     """Check and build one sample; raise on its first problem. ``None`` without a model."""
     media = codec.conversation(sample, cfg, media=True)
+    report.outside_media += sum(map(_outside, [*media.images, *media.videos]))
     images = codec.open_images(media.images, sample.where)
     for img in images:
         report.images += 1
@@ -154,7 +104,84 @@ def _check_one(codec: ChatCodec, sample: Sample, cfg: MaskConfig, max_length: in
     return cut
 
 
-def scan(items: Iterable[Sample | DataError], codec: ChatCodec, cfg: MaskConfig, max_length: int | None = None, *, name: str = "dataset") -> ScanReport:
+@dataclass
+class ChunkScanner:
+    """Scans chunks of records: what each worker process receives, once.
+
+    Attributes:
+        codec: Builds the examples (a codec without a tokenizer only checks records and images).
+        cfg: The masking policy training uses.
+        max_length: Training's ``--max-length``.
+        source: The ``SampleSource`` whose samples chunks name by index (workers then
+            read them, in parallel); None when chunks carry their records.
+    """
+
+    codec: ChatCodec
+    cfg: MaskConfig
+    max_length: int | None = None
+    source: Any = None
+
+    def __call__(self, chunk: tuple[int, list | range]) -> tuple[ScanReport, bytes]:
+        """The report of one chunk, ``(position of its first record, its records or
+        source indices)``, and the bytes its usable examples add to the fingerprint."""
+        start, records = chunk
+        items = map(self.source.sample, records) if isinstance(records, range) else records
+        part, hashed = ScanReport(), []
+        for position, item in enumerate(items, start):
+            part.records += 1
+            if isinstance(item, DataError):
+                part.errors.append((item.line, str(item)))
+                continue
+            try:
+                ex = _check_one(self.codec, item, self.cfg, self.max_length, part)
+            except (MaskingError, ImageError, DataError) as exc:
+                part.errors.append((item.line, str(exc)))
+                continue
+            except ValueError as exc:  # a processor's own complaint (image size, video frames, ...)
+                part.errors.append((item.line, f"{item.where}: {exc}"))
+                continue
+            part.kept.append(position)
+            if ex is not None:
+                part.stats.add(ex)
+                classes = np.asarray(ex["token_classes"])
+                part.longest_reply = max(part.longest_reply, int(((classes != PROMPT) & (classes != MEDIA)).sum()))
+                hashed += (repr([float(v) for v in ex[key]]).encode() for key in FINGERPRINTED)
+        return part, b"".join(hashed)
+
+
+def _chunks(items: Iterable[Sample | DataError]) -> Iterator[tuple[int, list]]:
+    """``items`` in chunks of ``CHUNK``, each with the position of its first record."""
+    it, start = iter(items), 0
+    while chunk := list(islice(it, CHUNK)):
+        yield start, chunk
+        start += len(chunk)
+
+
+def _scan_chunks(scanner: ChunkScanner, chunks: Iterator[tuple[int, Any]], name: str, num_proc: int | None) -> ScanReport:
+    """Scan the chunks, in this process for the first ``POOL_AFTER_S`` seconds and then,
+    unless ``num_proc`` is 1, in worker processes (None: the free cores); merge the
+    chunks' reports in order."""
+    report, digest = ScanReport(name=name), hashlib.sha256()
+
+    def add(parts: Iterable[tuple[ScanReport, bytes]]) -> None:
+        for part, hashed in parts:
+            report.merge(part)
+            digest.update(hashed)
+
+    chunks, start = iter(chunks), time.perf_counter()
+    for chunk in chunks:
+        add([scanner(chunk)])
+        if num_proc != 1 and time.perf_counter() - start > POOL_AFTER_S:
+            # The workers take every chunk this loop has not, so the loop then ends.
+            processes = num_proc or default_threads()
+            add(map(scanner, chunks) if processes == 1 else ordered_map(scanner, chunks, processes))
+    report.fingerprint = digest.hexdigest()
+    return report
+
+
+def scan(
+    items: Iterable[Sample | DataError], codec: ChatCodec, cfg: MaskConfig, max_length: int | None = None, *, name: str = "dataset", num_proc: int | None = 1
+) -> ScanReport:
     """Check and build every record (see the module docstring).
 
     Args:
@@ -163,40 +190,30 @@ def scan(items: Iterable[Sample | DataError], codec: ChatCodec, cfg: MaskConfig,
         cfg: The masking policy training uses.
         max_length: Training's ``--max-length``.
         name: How the report names the dataset.
+        num_proc: Processes to scan in (None: the cores other processes leave free; 1:
+            this process only). The records are read here and sent to them.
     """
-    report = ScanReport(name=name)
-    digest = hashlib.sha256()
-    for position, item in enumerate(items):
-        report.records += 1
-        if isinstance(item, DataError):
-            report.errors.append((item.line, str(item)))
-            continue
-        try:
-            ex = _check_one(codec, item, cfg, max_length, report)
-        except (MaskingError, ImageError, DataError) as exc:
-            report.errors.append((item.line, str(exc)))
-            continue
-        except ValueError as exc:  # a processor's own complaint (image size, video frames, ...)
-            report.errors.append((item.line, f"{item.where}: {exc}"))
-            continue
-        report.kept.append(position)
-        if ex is not None:
-            report.stats.add(ex)
-            classes = np.asarray(ex["token_classes"])
-            report.longest_reply = max(report.longest_reply, int(((classes != PROMPT) & (classes != MEDIA)).sum()))
-            for key in ("input_ids", "labels", "loss_weights", "token_classes"):
-                digest.update(repr([float(v) for v in ex[key]]).encode())
-    report.fingerprint = digest.hexdigest()
-    return report
+    return _scan_chunks(ChunkScanner(codec, cfg, max_length), _chunks(items), name, num_proc)
 
 
-def scan_source(source: Any, codec: ChatCodec, cfg: MaskConfig, max_length: int | None = None) -> ScanReport:
-    """``scan`` over a ``SampleSource``: the records it already refused come first."""
-    items = chain(source.skipped, (source.sample(i) for i in range(len(source))))
-    report = scan(items, codec, cfg, max_length, name=getattr(source, "name", "dataset"))
-    skipped = len(source.skipped)
-    report.kept = array("I", (p - skipped for p in report.kept))  # positions in the source
-    return report
+def scan_source(
+    source: Any, codec: ChatCodec, cfg: MaskConfig, max_length: int | None = None, *, limit: int | None = None, num_proc: int | None = 1, cache: bool = False
+) -> ScanReport:
+    """``scan`` over a ``SampleSource`` (its first ``limit`` samples): the records it
+    already refused come first. Worker processes read the samples themselves (a chunk is
+    a range of indices), so reading, decoding and building all run in parallel.
+    ``cache``: reuse the report of an earlier scan of the same data (``scan_cache``)."""
+    skipped = list(source.skipped)
+    n = len(source) if limit is None else min(limit, len(source))
+
+    def run() -> ScanReport:
+        ranges = ((len(skipped) + i, range(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK))
+        chunks = chain([(0, skipped)] if skipped else [], ranges)
+        report = _scan_chunks(ChunkScanner(codec, cfg, max_length, source), chunks, getattr(source, "name", "dataset"), num_proc)
+        report.kept = array("I", (p - len(skipped) for p in report.kept))  # positions in the source
+        return report
+
+    return scan_cache.cached(scan_cache.source_key(source, limit, codec, cfg, max_length) if cache else None, run)
 
 
 def validate_dataset(
@@ -205,6 +222,9 @@ def validate_dataset(
     cfg: MaskConfig | None = None,
     max_length: int | None = None,
     policy: ImagePolicy | None = None,
+    *,
+    num_proc: int | None = 1,
+    cache: bool = False,
     **source_options: Any,
 ) -> ScanReport:
     """Check every record of a dataset, streaming (JSONL line by line).
@@ -217,6 +237,8 @@ def validate_dataset(
         max_length: Training's ``--max-length``.
         policy: Where images may come from; relative paths resolve against the dataset's
             folder unless the policy names another.
+        num_proc: Processes to scan in (see ``scan``).
+        cache: Reuse the report of an earlier scan of the same file (``scan_cache``).
         source_options: ``format``, ``name``, ``split`` for ``open_source``.
 
     Returns:
@@ -226,10 +248,16 @@ def validate_dataset(
     codec = ChatCodec.for_data(processing, path)
     if policy is not None:
         codec.policy = dataclasses.replace(policy, base_dir=policy.base_dir or codec.policy.base_dir)
-    counts: dict[str, int] = {}
-    report = scan(stream_records(path, counts=counts, **source_options), codec, cfg or MaskConfig(), max_length, name=str(path))
-    report.blank = counts.get("blank", 0)
-    return report
+    cfg = cfg or MaskConfig()
+
+    def run() -> ScanReport:
+        counts: dict[str, int] = {}
+        report = scan(stream_records(path, counts=counts, **source_options), codec, cfg, max_length, name=str(path), num_proc=num_proc)
+        report.blank = counts.get("blank", 0)
+        return report
+
+    key = scan_cache.file_key(path, source_options.get("format", "auto"), codec, cfg, max_length) if cache else None
+    return scan_cache.cached(key, run)
 
 
 if __name__ == "__main__":

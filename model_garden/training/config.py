@@ -111,6 +111,8 @@ class DataOptions:
         allow_remote_images: Fetch http(s) images.
         allow_outside_paths: Allow image paths outside the dataset folder.
         dataloader_workers: DataLoader worker processes.
+        num_proc: Processes that build and check every example before training or validation; they join a scan still running after 3 s (default: the cores other processes leave free; 1: this process only).
+        scan_cache: Keep the scan's result on disk and reuse it while the data file, tokenizer, chat template and mask settings are unchanged (--no-scan-cache: scan again; see docs/reliability.md).
     """
 
     dataset: str | None = None
@@ -124,11 +126,14 @@ class DataOptions:
     allow_remote_images: bool = False
     allow_outside_paths: bool = False
     dataloader_workers: int = 0
+    num_proc: int | None = None
+    scan_cache: bool = True
 
     def __post_init__(self) -> None:
         _require([
             (self.max_length is None or self.max_length >= 16, "--max-length must be >= 16"),
             (self.dataloader_workers >= 0, "--dataloader-workers must be >= 0"),
+            (self.num_proc is None or self.num_proc >= 1, "--num-proc must be >= 1"),
         ])
 
 

@@ -32,13 +32,19 @@ class MaskedDataset(Dataset):
         codec: Tokenizer or processor with its image policy and schema.
         cfg: The masking policy.
         max_length: Truncation.
+        num_proc: Processes the prescan runs in (None: the free cores; 1: this one).
+        scan_cache: Whether the prescan reuses an earlier one's report (``masking.scan_cache``).
     """
 
-    def __init__(self, source: Any, codec: ChatCodec, cfg: MaskConfig, max_length: int | None = None):
+    def __init__(
+        self, source: Any, codec: ChatCodec, cfg: MaskConfig, max_length: int | None = None, *, num_proc: int | None = 1, scan_cache: bool = False
+    ):
         self.source = source
         self.codec = codec
         self.cfg = cfg
         self.max_length = max_length
+        self.num_proc = num_proc
+        self.scan_cache = scan_cache
         self.indices = list(range(len(source)))
         self.lengths: list[int] | None = None
 
@@ -55,7 +61,7 @@ class MaskedDataset(Dataset):
             DataError: listing the unusable records, unless ``skip_bad_lines`` (then they
                 are logged and left out).
         """
-        report = scan_source(self.source, self.codec, self.cfg, self.max_length)
+        report = scan_source(self.source, self.codec, self.cfg, self.max_length, num_proc=self.num_proc, cache=self.scan_cache)
         if not skip_bad_lines:
             report.raise_errors()
         for message in report.messages:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from transformers import EarlyStoppingCallback, PrinterCallback, TrainingArguments, set_seed
 from transformers.integrations import TensorBoardCallback
 
@@ -90,7 +91,7 @@ def masked_train_data(cfg: TrainConfig, processing: Any, train_source: Any = Non
     codec = ChatCodec.for_data(
         processing, data_root, allow_remote_images=d.allow_remote_images, allow_outside_paths=d.allow_outside_paths, schema_file=cfg.mask.schema
     )
-    return MaskedDataset(train_source, codec, cfg.mask_config(), d.max_length)
+    return MaskedDataset(train_source, codec, cfg.mask_config(), d.max_length, num_proc=d.num_proc, scan_cache=d.scan_cache)
 
 
 def setup_data(cfg: TrainConfig, processing: Any, train_source: Any = None, eval_source: Any = None) -> TrainData:
@@ -110,7 +111,7 @@ def setup_data(cfg: TrainConfig, processing: Any, train_source: Any = None, eval
         eval_codec = ChatCodec.for_data(processing, eval_root, allow_remote_images=d.allow_remote_images, allow_outside_paths=d.allow_outside_paths)
         # Every strategy is judged on the same tokens: the values (the whole reply when it is not JSON).
         value_mask = MaskConfig(strategy="aggressive", train_on=cfg.mask.train_on)
-        eval_data = MaskedDataset(eval_source, eval_codec, value_mask, d.max_length)
+        eval_data = MaskedDataset(eval_source, eval_codec, value_mask, d.max_length, num_proc=d.num_proc, scan_cache=d.scan_cache)
         eval_scan = eval_data.prescan(skip_bad_lines=True)
         if not len(eval_data):
             raise ValueError(f"--eval-dataset {d.eval_dataset or eval_source.name}: no usable example")
@@ -274,6 +275,9 @@ def _start(cfg: TrainConfig, data: TrainData, processing: Any, out: Path, consol
     console.print(render_rich(processing, data.train[0], prompt_tail=12, marks=console.color_system is None))
     for warning in scan.stats.warnings():
         console.print(f"[yellow]warning:[/] {warning}")
+    for report in (scan, data.eval_scan):
+        if report is not None and report.from_cache:
+            console.print(escape(report.from_cache), soft_wrap=True)
     if scan.errors:
         console.print(f"[yellow]warning:[/] skipped {len(scan.errors)} unusable record(s); see {out / 'mask_stats.json'}")
 

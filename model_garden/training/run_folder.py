@@ -35,7 +35,7 @@ from model_garden.training.checkpoints import latest_complete_checkpoint
 from model_garden.training.config import SAFE_TO_CHANGE, TrainConfig
 
 # Bookkeeping: never compared.
-_IGNORED = frozenset({"resume", "overwrite", "allow_changes", "output", "report_to", "logging_steps", "dataloader_workers"})
+_IGNORED = frozenset({"resume", "overwrite", "allow_changes", "output", "report_to", "logging_steps", "dataloader_workers", "num_proc", "scan_cache"})
 LOCK_FILE = ".model-garden.lock"
 RUN_MARKERS = ("config.yaml", "mask_stats.json", "checkpoints", "adapter_config.json", "metrics.json")
 
