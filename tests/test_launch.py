@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+import torch
 from rich.console import Console
 
 from model_garden.experiments.compare import CompareConfig, compare
@@ -32,7 +33,7 @@ def _work(cfg: dict, arm: str, seed: int, console: Console, threads: int) -> Non
 
 
 def test_resources_share_the_cores_locally(monkeypatch):
-    monkeypatch.setattr("model_garden.experiments.launch.cores", lambda: 8)
+    monkeypatch.setattr("model_garden.experiments.launch.available_cores", lambda: 8)
     assert resources(LaunchOptions(launcher="local"), 2) == (4, 2)
     assert resources(LaunchOptions(launcher="local"), 12) == (1, 8)
     assert resources(LaunchOptions(launcher="local", arm_cpus=2), 12) == (2, 4)
@@ -80,7 +81,9 @@ def test_local_launcher_gives_the_inline_report(tmp_path, tiny_model_dir):
         train=train, strategies=["none", "moderate", "aggressive"], seeds=[0], out=str(tmp_path / "inline"),
         decodings=["constrained"], predict_limit=2, max_new_tokens=8, launch=LaunchOptions(arm_cpus=1),
     )
+    threads = torch.get_num_threads()
     inline = compare(cfg)
+    assert torch.get_num_threads() == threads  # --arm-cpus holds for the runs only
     local_cfg = dataclasses.replace(cfg, out=str(tmp_path / "local"), launch=LaunchOptions(launcher="local", arm_cpus=1))
     launched = compare(local_cfg)
     assert _results(launched) == _results(inline)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from model_garden.evaluation import evaluate_files
@@ -266,15 +267,16 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
     ]
     if missing:
         console.print(f"[yellow]report only: not run yet: {', '.join(missing)}[/]")
-    threads = cfg.launch.arm_cpus
+    threads, previous = cfg.launch.arm_cpus, torch.get_num_threads()
     if cfg.launch.launcher != "inline" and not cfg.report_only:
         launch(cfg.launch, out, _to_launch(cfg), run_one, cfg, console)
     elif threads:
-        import torch
-
         torch.set_num_threads(threads)
-    # Under a launcher every run is finished by now, and each is gathered (reused) here.
-    runs = [run_one(cfg, s, k, console, threads) for s, k in planned if f"{s}-seed{k}" not in missing]
+    try:
+        # Under a launcher every run is finished by now, and each is gathered (reused) here.
+        runs = [run_one(cfg, s, k, console, threads) for s, k in planned if f"{s}-seed{k}" not in missing]
+    finally:
+        torch.set_num_threads(previous)  # the caller's threads, as they were
     if not runs:
         raise ValueError(f"--report-only: no finished run under {out / 'runs'}")
     summary = summarize(runs, cfg.strategies, target_loss=cfg.target_loss)

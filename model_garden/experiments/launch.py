@@ -9,9 +9,9 @@ through that same path, where each is reused, so the report is the one an inline
 writes. A job that fails or is killed loses nothing done: its checkpoints stay, the
 other jobs finish, and the next compare resumes it.
 
-The parent stays until the last job ends and starts at most ``--parallel`` at once; jobs
-already started keep running if it is stopped (``local``: they are told to stop and save
-a checkpoint, as Ctrl-C does to an inline run).
+The parent stays until the last job ends and starts at most ``--parallel`` at once; if it
+is interrupted, its jobs are cancelled, and the next compare resumes each run from its
+last checkpoint.
 
 Try it: ``model-garden compare ... --launcher local --arm-cpus 1`` (two runs at once on
 two cores).
@@ -19,23 +19,20 @@ two cores).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import submitit
+import torch
 from rich.console import Console
 
+from model_garden.cores import available_cores
 from model_garden.experiments.options import LaunchOptions
 
 SLURM_CPUS = 8
 POLL_SECONDS = 2.0
-
-
-def cores() -> int:
-    """Cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resources(opts: LaunchOptions, runs: int) -> tuple[int, int]:
@@ -43,22 +40,18 @@ def resources(opts: LaunchOptions, runs: int) -> tuple[int, int]:
     that fit at once; on Slurm the scheduler places them, so all go at once."""
     if opts.launcher == "slurm":
         return opts.arm_cpus or SLURM_CPUS, opts.parallel or max(1, runs)
-    at_once = opts.parallel or max(1, min(runs, cores() // (opts.arm_cpus or 1)))
-    return opts.arm_cpus or max(1, cores() // at_once), at_once
+    at_once = opts.parallel or max(1, min(runs, available_cores() // (opts.arm_cpus or 1)))
+    return opts.arm_cpus or max(1, available_cores() // at_once), at_once
 
 
 def run_in_job(work: Callable[..., Any], cfg: Any, arm: str, seed: int, cpus: int) -> str:
     """The job's body: one run with ``cpus`` torch threads (training and decoding)."""
-    import torch
-
     torch.set_num_threads(cpus)
     work(cfg, arm, seed, Console(stderr=True), threads=cpus)
     return f"{arm}-seed{seed}"
 
 
 def _executor(opts: LaunchOptions, folder: Path, cpus: int) -> Any:
-    import submitit
-
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=opts.launcher)
     params: dict[str, Any] = {"cpus_per_task": cpus, "timeout_min": opts.arm_timeout_min, "gpus_per_node": opts.arm_gpus}
     if opts.arm_mem_gb is not None:
