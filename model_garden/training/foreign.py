@@ -116,6 +116,7 @@ TRL: dict[str, Any] = {
     "load_in_4bit": to("load_in_4bit"), "load_in_8bit": only((False,), "(no)", "model-garden loads a 4-bit (QLoRA) or full base"),
     "dataset_name": to("dataset"), "dataset_config": to("data_name"), "dataset_train_split": to("data_split"),
     "dataset_test_split": to("eval_split"), "dataset_streaming": only((False,), "(no)", "model-garden reads datasets memory-mapped"),
+    "dataset_num_proc": to("num_proc"),
     "datasets": {"path": to("dataset"), "name": to("data_name"), "split": to("data_split"), **ONE_FILE},
     "dataset_text_field": only(("text",), "(unused)", f"model-garden reads {LAYOUTS}"),
     "chat_template_path": to("chat_template"),  # a Jinja file (a tokenizer folder is refused by --chat-template)
@@ -222,7 +223,7 @@ AXOLOTL: dict[str, Any] = {
     "lora_target_modules": _lora_target, "lora_target_linear": _target_linear,
     "datasets": _axolotl_dataset(False), "test_datasets": _axolotl_dataset(True),
     "val_set_size": only((0, 0.0), "(no split)", "model-garden does not split evaluation records off the training set: " + ONE_EVAL),
-    "dataset_prepared_path": lambda v, _: "(model-garden tokenizes on the fly)", "chat_template": _chat_template, "chat_template_jinja": _jinja,
+    "dataset_prepared_path": lambda v, _: "(model-garden tokenizes on the fly)", "dataset_processes": to("num_proc"), "chat_template": _chat_template, "chat_template_jinja": _jinja,
     "special_tokens": refuse("model-garden never adds or changes special tokens (padding is masked by position)"),
     "sequence_len": to("max_length"), "sample_packing": only((False,), "(no packing)", PACKING),
     "eval_sample_packing": only((False,), "(no packing)", PACKING),
