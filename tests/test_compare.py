@@ -11,7 +11,9 @@ import pytest
 
 from model_garden.experiments.compare import CompareConfig, compare
 from model_garden.experiments.report import interval, markdown, summarize
+from model_garden.models import load_processing
 from model_garden.training.config import TrainConfig
+from model_garden.training.run import masked_train_data
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "model_garden/assets/example.jsonl"
 
@@ -126,6 +128,10 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     stats_path.write_text(json.dumps({**stats, "mask_fingerprint": "0" * 64}))
     with pytest.raises(ValueError, match=r"aggressive-seed1: trained on other masks .* 000000000000, now .* new --out"):
         compare(dataclasses.replace(cfg, report_only=True))
+    # One that stored its fingerprint in the older version (a bare digest) is checked in that version.
+    v1 = masked_train_data(cfg.run_config("aggressive", 1), load_processing(cfg.train.model.base_model)).fingerprint(1)
+    stats_path.write_text(json.dumps({**stats, "mask_fingerprint": v1}))
+    assert compare(dataclasses.replace(cfg, report_only=True))["missing"] == []
 
 
 @pytest.mark.integration
@@ -187,7 +193,7 @@ def test_strategies_with_equal_masks_share_one_run(tmp_path, tiny_model_dir):
     assert summary["runs"]["aggressive-seed0"] == summary["runs"]["moderate-seed0"]
     assert "aggressive-seed0 = moderate-seed0" in (tmp_path / "cmp/report.md").read_text()
     stats = json.loads((runs / "moderate-seed0/mask_stats.json").read_text())
-    assert len(stats["mask_fingerprint"]) == 64
+    assert stats["mask_fingerprint"].startswith("v2-") and len(stats["mask_fingerprint"]) == 67
     assert stats["mask_fingerprint"] != json.loads((runs / "none-seed0/mask_stats.json").read_text())["mask_fingerprint"]
 
 

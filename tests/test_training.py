@@ -202,6 +202,30 @@ def test_resume_from_a_checkpoint_without_todays_stateful_callbacks(tmp_path, ti
     assert saved["stateful_callbacks"]["TrainClock"]["attributes"]["seconds"] > 0
 
 
+def test_resume_checks_a_run_folder_against_the_fingerprint_version_it_stored(tmp_path, tiny_model_dir):
+    """A run folder from before fingerprints were byte hashes (a bare version-1 digest in
+    mask_stats.json) resumes when its data is unchanged, and is refused when it is not."""
+    from transformers import AutoTokenizer
+
+    from model_garden.options import ConfigError
+    from model_garden.training.run import masked_train_data
+
+    data = _dataset(tmp_path, 6)
+    common = dict(batch_size=2, max_steps=4, save_steps=1)
+    first = train(_cfg(tiny_model_dir, data, tmp_path / "run", **common), callbacks=[InterruptAt(1)])
+    stats_path = tmp_path / "run/mask_stats.json"
+    stats = json.loads(stats_path.read_text())
+    assert stats["mask_fingerprint"].startswith("v2-") and len(stats["mask_fingerprint"]) == 67
+    cfg = _cfg(tiny_model_dir, data, tmp_path / "run", resume="latest", **common)
+    v1 = masked_train_data(cfg, AutoTokenizer.from_pretrained(tiny_model_dir)).fingerprint(1)
+    assert len(v1) == 64 and v1 != stats["mask_fingerprint"][3:]
+    stats_path.write_text(json.dumps({**stats, "mask_fingerprint": "0" * 64}))
+    with pytest.raises(ConfigError, match=r"training data \(mask fingerprint\): '000000000000' then, '" + v1[:12]):
+        train(cfg)
+    stats_path.write_text(json.dumps({**stats, "mask_fingerprint": v1}))
+    assert first.interrupted and train(cfg).metrics["steps"] == 4
+
+
 def test_default_strategy_trains_json_and_prose_replies(tmp_path, tiny_model_dir):
     """The default (auto) trains any data: keys at weight 0.1 in JSON replies, a prose reply whole."""
     data = _dataset(tmp_path, 2)

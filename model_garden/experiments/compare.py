@@ -39,6 +39,7 @@ from model_garden.experiments.launch import launch
 from model_garden.experiments.options import CompareOptions, LaunchOptions, arm_folder, parse_arm
 from model_garden.experiments.report import summarize, write_report
 from model_garden.inference.predict import predict
+from model_garden.masking.scan_report import FINGERPRINT_VERSION, fingerprint_version
 from model_garden.models import load_processing
 from model_garden.training.config import TrainConfig
 from model_garden.training.run import masked_train_data, train
@@ -101,7 +102,7 @@ def _processing(base_model: str) -> Any:
     return load_processing(base_model)
 
 
-_FINGERPRINTS: dict[str, str] = {}
+_FINGERPRINTS: dict[tuple[str, int], str] = {}
 
 
 def _stored_fingerprint(folder: Path) -> str | None:
@@ -111,20 +112,20 @@ def _stored_fingerprint(folder: Path) -> str | None:
     return None
 
 
-def _built_fingerprint(run_cfg: TrainConfig) -> str:
-    """The fingerprint of the masks this version builds for a run's config: every
-    training example is built (no model is loaded)."""
-    output = run_cfg.run.output
-    if output not in _FINGERPRINTS:
-        data = masked_train_data(run_cfg, _processing(run_cfg.model.base_model))
-        _FINGERPRINTS[output] = data.prescan(skip_bad_lines=True).fingerprint
-    return _FINGERPRINTS[output]
+def _built_fingerprint(run_cfg: TrainConfig, version: int = FINGERPRINT_VERSION) -> str:
+    """The fingerprint (in ``version``) of the masks this version builds for a run's
+    config: every training example is built (no model is loaded)."""
+    key = (run_cfg.run.output, version)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = masked_train_data(run_cfg, _processing(run_cfg.model.base_model)).fingerprint(version)
+    return _FINGERPRINTS[key]
 
 
 def mask_fingerprint(run_cfg: TrainConfig) -> str:
-    """The fingerprint of a run's training masks: from its ``mask_stats.json`` when it has
-    one, else built."""
-    return _stored_fingerprint(Path(run_cfg.run.output)) or _built_fingerprint(run_cfg)
+    """The fingerprint of a run's training masks: from its ``mask_stats.json`` when it
+    stored one in the current version, else built."""
+    stored = _stored_fingerprint(Path(run_cfg.run.output))
+    return stored if stored and fingerprint_version(stored) == FINGERPRINT_VERSION else _built_fingerprint(run_cfg)
 
 
 def _check_reused(run_cfg: TrainConfig, strategy: str) -> None:
@@ -135,7 +136,7 @@ def _check_reused(run_cfg: TrainConfig, strategy: str) -> None:
     stored = _stored_fingerprint(folder)
     if stored is None or run_cfg.model.vision:  # too costly to rebuild (every image)
         return
-    built = _built_fingerprint(run_cfg)
+    built = _built_fingerprint(run_cfg, fingerprint_version(stored))
     if stored != built:
         raise ValueError(
             f"{folder}: trained on other masks than this version of model-garden builds for "

@@ -156,8 +156,7 @@ def predict_samples(
     samples: Sequence[Sample],
     write: Callable[[Sample, Reply], None],
     *,
-    schemas: Sequence[dict | None] | None = None,
-    source_field: str | None = None,
+    constraints: Sequence[dict | str | None] | None = None,
     batch_size: int = 8,
     max_new_tokens: int = DEFAULT_BUDGET,
     label: str = "predict",
@@ -169,9 +168,8 @@ def predict_samples(
         codec: Encodes the prompts.
         samples: What to answer, in order.
         write: Called with each sample and its ``Reply``, in order.
-        schemas: Per sample, the schema to constrain its reply to (None: free).
-        source_field: Ground the replies (``--grounded``): every string value a span of
-            the sample's ``source_text(source_field)``; None: the plain schema.
+        constraints: Per sample, what its reply is constrained to: a JSON schema, a
+            grounded grammar (``grounding.grounded_constraint``) or None (free).
         batch_size: Prompts decoded together.
         max_new_tokens: Generation budget per reply.
         label: The progress line's name.
@@ -185,12 +183,9 @@ def predict_samples(
         for lo in range(0, len(samples), batch_size):
             batch = samples[lo : lo + batch_size]
             prompts = [codec.encode_prompt(s) for s in batch]
-            constraint: list | None = None
-            if schemas is not None and any(s is not None for s in schemas[lo : lo + batch_size]):
-                constraint = [
-                    schema if schema is None or source_field is None else grounded_constraint(schema, sample, source_field)
-                    for sample, schema in zip(batch, schemas[lo : lo + batch_size])
-                ]
+            constraint = None if constraints is None else list(constraints[lo : lo + batch_size])
+            if constraint is not None and all(c is None for c in constraint):
+                constraint = None
             for sample, reply in zip(batch, generate(prompts, constraint, max_new_tokens)):
                 write(sample, reply)
                 total += reply.new_tokens
@@ -200,10 +195,10 @@ def predict_samples(
     return {"examples": len(samples), "new_tokens": total, "seconds": time.perf_counter() - start, "cut": cut}
 
 
-def _check(codec: ChatCodec, samples: Sequence[Sample], constrained: bool, source_field: str | None) -> list[dict | None]:
-    """Every sample's schema, after checking its prompt, images and (grounded) source and
-    grammar; all problems at once."""
-    schemas, errors = [], []
+def _check(codec: ChatCodec, samples: Sequence[Sample], constrained: bool, source_field: str | None) -> list[dict | str | None]:
+    """Every sample's constraint (its schema; its grounded grammar with ``source_field``),
+    after checking its prompt, images and source; all problems at once."""
+    constraints, errors = [], []
     for sample in samples:
         try:
             codec.prompt_text(sample)
@@ -214,15 +209,13 @@ def _check(codec: ChatCodec, samples: Sequence[Sample], constrained: bool, sourc
                     f"{sample.where}: no JSON schema for constrained decoding (the dataset carries none); "
                     "pass --schema FILE, or --no-constrained to decode freely"
                 )
-            if source_field is not None:
-                grounded_constraint(schema, sample, source_field)
-            schemas.append(schema)
+            constraints.append(grounded_constraint(schema, sample, source_field) if source_field is not None else schema)
         except (DataError, MaskingError, ValueError) as exc:
             errors.append(str(exc))
     if errors:
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise DataError(f"{len(errors)} record(s) cannot be predicted; nothing was decoded:\n  " + "\n  ".join(errors[:10]) + more)
-    return schemas
+    return constraints
 
 
 def prediction_row(
@@ -334,7 +327,7 @@ def predict(
             codec.dataset_schema = schema
         elif schema is not None:
             codec.dataset_schema = ChatCodec.for_data(None, dataset, schema_file=schema).dataset_schema
-        schemas = _check(codec, samples, constrained, grounding)
+        constraints = _check(codec, samples, constrained, grounding)
         budget = max_new_tokens or run_budget(model) or DEFAULT_BUDGET
         calibration_file = Path(calibration) if calibration is not None else Path(model).expanduser() / CALIBRATION_FILE
         cmap = CalibrationMap.load(calibration_file) if calibration is not None or calibration_file.is_file() else None
@@ -351,8 +344,8 @@ def predict(
                 fh.flush()
 
             stats = predict_samples(
-                generate, codec, samples[len(done) :], write, schemas=schemas[len(done) :] if constrained else None,
-                source_field=grounding, batch_size=batch_size, max_new_tokens=budget,
+                generate, codec, samples[len(done) :], write, constraints=constraints[len(done) :] if constrained else None,
+                batch_size=batch_size, max_new_tokens=budget,
             )
             os.fsync(fh.fileno())
         meta = {

@@ -123,8 +123,9 @@ class MaskStats:
         classes = np.asarray(ex["token_classes"])
         counted = ((self.tokens, slice(None)), (self.trained, kept & (weights >= 1.0)), (self.weighted, kept & (weights < 1.0)))
         for counter, where in counted:
-            for code, count in zip(*np.unique(classes[where], return_counts=True)):
-                counter[TOKEN_CLASS_NAMES[int(code)]] += int(count)
+            counts = np.bincount(classes[where])  # class codes are small; a sort (np.unique) cost 3x more
+            for code in np.flatnonzero(counts):
+                counter[TOKEN_CLASS_NAMES[int(code)]] += int(counts[code])
         self.weight_sum += float(weights.sum())
 
     def merge(self, other: MaskStats) -> None:

@@ -46,11 +46,10 @@ from model_garden.masking.build import truncate
 from model_garden.masking.codec import ChatCodec
 from model_garden.masking.json_spans import find_json_document
 from model_garden.masking.scan_pool import ordered_map
-from model_garden.masking.scan_report import ScanReport
+from model_garden.masking.scan_report import FINGERPRINT_VERSION, ScanReport, example_bytes, fingerprint_name
 from model_garden.masking.strategies import MEDIA, PROMPT, MaskConfig, MaskingError
 
 JSON_STRATEGIES = ("conservative", "moderate", "aggressive", "schema-forced")
-FINGERPRINTED = ("input_ids", "labels", "loss_weights", "token_classes")
 # Records per task of a parallel scan. A constant, not a share of the records per process:
 # the mask statistics' float sum is added chunk by chunk, so the same chunks on any number
 # of processes give a bit-identical report.
@@ -96,7 +95,7 @@ def _check_one(codec: ChatCodec, sample: Sample, cfg: MaskConfig, max_length: in
     if max_length is not None and n > max_length and (ex["token_classes"][max_length:] == MEDIA).any():
         raise MaskingError(f"{sample.where}: --max-length {max_length} would cut image/video tokens ({n} tokens); raise it")
     cut = truncate(ex, max_length)
-    if not any(w > 0 for w in cut["loss_weights"]):
+    if max(cut["loss_weights"], default=0.0) <= 0:  # (max runs in C: a Python loop over them was 5% of a scan)
         after = f" within --max-length {max_length} ({n} tokens)" if len(cut["input_ids"]) < n else ""
         raise MaskingError(f"{sample.where}: no trained token{after}")
     report.lengths.append(n)
@@ -114,12 +113,14 @@ class ChunkScanner:
         max_length: Training's ``--max-length``.
         source: The ``SampleSource`` whose samples chunks name by index (workers then
             read them, in parallel); None when chunks carry their records.
+        fingerprint_version: How examples enter the fingerprint (``scan_report``).
     """
 
     codec: ChatCodec
     cfg: MaskConfig
     max_length: int | None = None
     source: Any = None
+    fingerprint_version: int = FINGERPRINT_VERSION
 
     def __call__(self, chunk: tuple[int, list | range]) -> tuple[ScanReport, bytes]:
         """The report of one chunk, ``(position of its first record, its records or
@@ -145,7 +146,7 @@ class ChunkScanner:
                 part.stats.add(ex)
                 classes = np.asarray(ex["token_classes"])
                 part.longest_reply = max(part.longest_reply, int(((classes != PROMPT) & (classes != MEDIA)).sum()))
-                hashed += (repr([float(v) for v in ex[key]]).encode() for key in FINGERPRINTED)
+                hashed.append(example_bytes(ex, self.fingerprint_version))
         return part, b"".join(hashed)
 
 
@@ -175,7 +176,7 @@ def _scan_chunks(scanner: ChunkScanner, chunks: Iterator[tuple[int, Any]], name:
             # The workers take every chunk this loop has not, so the loop then ends.
             processes = num_proc or default_threads()
             add(map(scanner, chunks) if processes == 1 else ordered_map(scanner, chunks, processes))
-    report.fingerprint = digest.hexdigest()
+    report.fingerprint = fingerprint_name(digest.hexdigest(), scanner.fingerprint_version)
     return report
 
 
@@ -197,23 +198,34 @@ def scan(
 
 
 def scan_source(
-    source: Any, codec: ChatCodec, cfg: MaskConfig, max_length: int | None = None, *, limit: int | None = None, num_proc: int | None = 1, cache: bool = False
+    source: Any,
+    codec: ChatCodec,
+    cfg: MaskConfig,
+    max_length: int | None = None,
+    *,
+    limit: int | None = None,
+    num_proc: int | None = 1,
+    cache: bool = False,
+    fingerprint_version: int = FINGERPRINT_VERSION,
 ) -> ScanReport:
     """``scan`` over a ``SampleSource`` (its first ``limit`` samples): the records it
     already refused come first. Worker processes read the samples themselves (a chunk is
     a range of indices), so reading, decoding and building all run in parallel.
-    ``cache``: reuse the report of an earlier scan of the same data (``scan_cache``)."""
+    ``cache``: reuse the report of an earlier scan of the same data (``scan_cache``);
+    ``fingerprint_version``: an older one only to check a run folder that stored it."""
     skipped = list(source.skipped)
     n = len(source) if limit is None else min(limit, len(source))
 
     def run() -> ScanReport:
         ranges = ((len(skipped) + i, range(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK))
         chunks = chain([(0, skipped)] if skipped else [], ranges)
-        report = _scan_chunks(ChunkScanner(codec, cfg, max_length, source), chunks, getattr(source, "name", "dataset"), num_proc)
+        scanner = ChunkScanner(codec, cfg, max_length, source, fingerprint_version)
+        report = _scan_chunks(scanner, chunks, getattr(source, "name", "dataset"), num_proc)
         report.kept = array("I", (p - len(skipped) for p in report.kept))  # positions in the source
         return report
 
-    return scan_cache.cached(scan_cache.source_key(source, limit, codec, cfg, max_length) if cache else None, run)
+    key = scan_cache.source_key(source, limit, codec, cfg, max_length) if cache and fingerprint_version == FINGERPRINT_VERSION else None
+    return scan_cache.cached(key, run)
 
 
 def validate_dataset(

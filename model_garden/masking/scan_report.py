@@ -15,6 +15,32 @@ import numpy as np
 from model_garden.data.sample import DataError
 from model_garden.masking.inspect import MaskStats
 
+# How an example enters the fingerprint. Version 2 hashes the arrays' bytes (the length
+# first, fixed dtypes); version 1 hashed the repr of their values as floats, a quarter of
+# a scan's time. A fingerprint names its version ("v2-<sha256>"; a bare digest is version
+# 1), so a run folder written by an older version is checked against its own kind.
+FINGERPRINT_VERSION = 2
+_FINGERPRINTED = (("input_ids", "<i8"), ("labels", "<i8"), ("loss_weights", "<f8"), ("token_classes", "<i8"))
+
+
+def example_bytes(ex: dict, version: int = FINGERPRINT_VERSION) -> bytes:
+    """What one usable example adds to the fingerprint."""
+    if version == 1:
+        return b"".join(repr([float(v) for v in ex[key]]).encode() for key, _ in _FINGERPRINTED)
+    arrays = [np.asarray(ex[key], dtype=dtype) for key, dtype in _FINGERPRINTED]
+    return b"".join([np.int64(len(arrays[0])).tobytes(), *(a.tobytes() for a in arrays)])
+
+
+def fingerprint_name(sha256_hex: str, version: int = FINGERPRINT_VERSION) -> str:
+    """The fingerprint as stored: the digest, named by its version."""
+    return sha256_hex if version == 1 else f"v{version}-{sha256_hex}"
+
+
+def fingerprint_version(fingerprint: str) -> int:
+    """The version a stored fingerprint was computed in."""
+    head, sep, _ = fingerprint.partition("-")
+    return int(head[1:]) if sep else 1
+
 
 @dataclass
 class ScanReport:
@@ -34,7 +60,8 @@ class ScanReport:
         widths: Width of each image opened.
         heights: Height of each image opened.
         fingerprint: SHA-256 over the usable examples' ids, labels, weights and token
-            classes: two runs whose fingerprints match feed the trainer the same thing.
+            classes (``example_bytes``), named by its version: two runs whose
+            fingerprints match feed the trainer the same thing.
         longest_reply: The most tokens after the prompt in one example (the replies and
             their end-of-turn tokens): what a generation budget must cover.
         outside_media: Image and video references by path or URL: files the report

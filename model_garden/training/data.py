@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from model_garden.masking.codec import ChatCodec
 from model_garden.masking.scan import ScanReport, scan_source
+from model_garden.masking.scan_report import FINGERPRINT_VERSION
 from model_garden.masking.strategies import MaskConfig
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class MaskedDataset(Dataset):
         self.scan_cache = scan_cache
         self.indices = list(range(len(source)))
         self.lengths: list[int] | None = None
+        self.report: ScanReport | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -70,7 +72,16 @@ class MaskedDataset(Dataset):
         # For group_by_length: the lengths the trainer sees, aligned with the kept examples.
         cap = self.max_length or sys.maxsize
         self.lengths = [min(n, cap) for n in report.lengths]
+        self.report = report
         return report
+
+    def fingerprint(self, version: int = FINGERPRINT_VERSION) -> str:
+        """The fingerprint of the usable examples in ``version`` (``masking.scan_report``):
+        the prescan's (run now if it has not), or, for the older version a run folder
+        stored, a scan's in that version."""
+        if version == FINGERPRINT_VERSION:
+            return (self.report or self.prescan(skip_bad_lines=True)).fingerprint
+        return scan_source(self.source, self.codec, self.cfg, self.max_length, num_proc=self.num_proc, fingerprint_version=version).fingerprint
 
 
 if __name__ == "__main__":

@@ -325,7 +325,7 @@ def train(
     with lock:  # held until the run ends, however it ends
         try:  # until training starts, a failure leaves nothing behind
             if cfg.run.resume:
-                for change in run_folder.check_resume(cfg, out, data.scan.fingerprint):
+                for change in run_folder.check_resume(cfg, out, data.train.fingerprint):
                     console.print(f"[yellow]resuming with a change:[/] {change}")
             resume = resume_point(cfg, out, console)
             model = setup_model(cfg, vision, model, trainable_token_ids)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import yaml
 
 from model_garden.locks import FileLock
+from model_garden.masking.scan_report import fingerprint_version
 from model_garden.options import ConfigError, flag
 from model_garden.training.checkpoints import latest_complete_checkpoint
 from model_garden.training.config import SAFE_TO_CHANGE, TrainConfig
@@ -110,9 +112,10 @@ def _differences(saved: dict[str, Any], now: dict[str, Any]) -> dict[str, tuple[
     return {k: (saved.get(k), v) for k, v in now.items() if k not in _IGNORED and k in saved and saved[k] != v}
 
 
-def check_resume(cfg: TrainConfig, out: Path, fingerprint: str) -> list[str]:
+def check_resume(cfg: TrainConfig, out: Path, fingerprint: Callable[[int], str]) -> list[str]:
     """Refuse to resume a run whose options or data differ from the saved ones; returns
-    the allowed changes (for a warning).
+    the allowed changes (for a warning). ``fingerprint(version)``: the new data's mask
+    fingerprint in the version the run folder stored.
 
     Raises:
         ConfigError: listing the differences and the flag that would allow the safe ones.
@@ -126,8 +129,9 @@ def check_resume(cfg: TrainConfig, out: Path, fingerprint: str) -> list[str]:
     stats_path = out / "mask_stats.json"
     if stats_path.is_file():
         before = json.loads(stats_path.read_text(encoding="utf-8")).get("mask_fingerprint")
-        if before and before != fingerprint:
-            diffs["training data (mask fingerprint)"] = (before[:12], fingerprint[:12])
+        now = before and fingerprint(fingerprint_version(before))
+        if before and before != now:
+            diffs["training data (mask fingerprint)"] = (before[:12], now[:12])
     allowed = set(cfg.run.allow_changes)
     refused = {k: v for k, v in diffs.items() if k not in allowed or k not in SAFE_TO_CHANGE}
     if refused:
