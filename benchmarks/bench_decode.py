@@ -16,8 +16,10 @@ With ``--engine``, it times engines instead: each decodes the same prompt token 
 and constrained by the same schema (``--grounded``: each record's grounded grammar).
 Reported per engine: the tokens per second of whole calls (prefill included, as a user
 sees them); the prefill time, from a call that makes one token; the decoding speed
-without it; and how many replies equal the ``hf`` engine's. ONNX Runtime GenAI runs on exports of ``--model`` made for the run
-(``--quantize fp32 int8 int4``). Both engines get ``--threads`` threads (default: the cores the
+without it; the tokens per second over all batches together; and how many replies equal
+the ``hf`` engine's (its batches in file order). ``--by-length`` adds each engine again on
+batches formed in order of prompt length, as ``predict`` forms them. ONNX Runtime GenAI
+runs on exports of ``--model`` made for the run (``--quantize fp32 int8 int4``). Both engines get ``--threads`` threads (default: the cores the
 load average leaves idle, as ``predict`` does).
 
 Run: ``.venv/bin/python benchmarks/bench_decode.py --engine hf onnxruntime-genai [--threads 1]``
@@ -96,7 +98,7 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
     from model_garden.export import export
     from model_garden.inference.engines import generate_ort
     from model_garden.cores import default_threads
-    from model_garden.inference.generate import generate_batch
+    from model_garden.inference.generate import by_prompt_length, generate_batch
     from model_garden.data.sample import SOURCE_FIELD
     from model_garden.inference.grounding import grounded_constraint
     from model_garden.inference.predict import load_for_inference
@@ -118,15 +120,26 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
         engines[f"onnxruntime-genai {precision}"] = lambda idx, budget, f=folder: generate_ort(
             f, [ids[i] for i in idx], [constraints[i] for i in idx], budget, threads=threads)
 
-    batches = [list(range(lo, min(lo + args.batch_size, len(ids)))) for lo in range(0, len(ids), args.batch_size)]
-    replies = {name: [r[:2] for b in batches for r in run(b, args.max_new_tokens)] for name, run in engines.items()}  # warm-up
+    def batched(order: list[int]) -> list[list[int]]:
+        return [order[lo : lo + args.batch_size] for lo in range(0, len(order), args.batch_size)]
+
+    batches = {name: batched(list(range(len(ids)))) for name in engines}
+    if args.by_length:  # each engine again, its batches formed in order of prompt length (as predict forms them)
+        order = by_prompt_length(codec, samples, range(len(samples)))
+        for name in list(engines):
+            engines[f"{name}, by length"], batches[f"{name}, by length"] = engines[name], batched(order)
+    replies = {name: {} for name in engines}
+    for name, run in engines.items():  # warm-up
+        for b in batches[name]:
+            replies[name].update(zip(b, (r[:2] for r in run(b, args.max_new_tokens))))
     whole: dict[str, list[float]] = {name: [] for name in engines}
     prefill: dict[str, list[float]] = {name: [] for name in engines}
     decode: dict[str, list[float]] = {name: [] for name in engines}
+    totals = {name: [0, 0.0] for name in engines}  # new tokens, seconds: whole calls over all batches
     names = list(engines)
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:  # who goes first rotates
-            for batch in batches:
+            for batch in batches[name]:
                 start = time.perf_counter()
                 engines[name](batch, 1)
                 first = time.perf_counter() - start
@@ -139,17 +152,21 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
                 whole[name].append(tokens / seconds)
                 prefill[name].append(first)
                 decode[name].append(tokens * (steps - 1) / steps / (seconds - first))
+                totals[name][0] += tokens
+                totals[name][1] += seconds
     grounding = ", grounded in each record's source" if args.grounded else ""
     print(f"{args.model}, CPU, torch and ONNX Runtime threads: {threads}; {len(ids)} prompts (about {statistics.mean(map(len, ids)):.0f} tokens) "
           f"x {args.rounds} rounds, batch {args.batch_size}, greedy, constrained{grounding}, up to {args.max_new_tokens} new tokens; medians over batches")
     hf = "hf" if "hf" in engines else None
-    print(f"{'engine':24} {'tokens/s':>9} {'vs hf':>6} {'prefill s':>10} {'decode tokens/s':>16} {'vs hf':>6}  same replies as hf")
+    print(f"{'engine':36} {'tokens/s':>9} {'vs hf':>6} {'prefill s':>10} {'decode tokens/s':>16} {'vs hf':>6} {'all batches':>12} {'vs hf':>6}  same replies as hf")
     for name in names:
         speed, fast = statistics.median(whole[name]), statistics.median(decode[name])
+        overall = totals[name][0] / totals[name][1]
         ratio = f"{speed / statistics.median(whole[hf]):6.2f}" if hf else "     -"
         decode_ratio = f"{fast / statistics.median(decode[hf]):6.2f}" if hf else "     -"
-        same = f"{sum(a == b for a, b in zip(replies[name], replies[hf]))}/{len(ids)}" if hf else "-"
-        print(f"{name:24} {speed:9.1f} {ratio} {statistics.median(prefill[name]):10.3f} {fast:16.1f} {decode_ratio}  {same}")
+        overall_ratio = f"{overall / (totals[hf][0] / totals[hf][1]):6.2f}" if hf else "     -"
+        same = f"{sum(replies[name][i] == replies[hf][i] for i in range(len(ids)))}/{len(ids)}" if hf else "-"
+        print(f"{name:36} {speed:9.1f} {ratio} {statistics.median(prefill[name]):10.3f} {fast:16.1f} {decode_ratio} {overall:12.1f} {overall_ratio}  {same}")
 
 
 def main() -> None:
@@ -166,6 +183,8 @@ def main() -> None:
     parser.add_argument("--dataset", default=BUNDLED_EXAMPLE, help="prompts and schemas (with --engine); default the bundled example")
     parser.add_argument("--limit", type=int, help="only the first N prompts (with --engine)")
     parser.add_argument("--grounded", action="store_true", help="constrain with each record's grounded grammar (with --engine)")
+    parser.add_argument("--by-length", action="store_true",
+                        help="also time each engine on batches formed in order of prompt length, as predict forms them (with --engine)")
     args = parser.parse_args()
     if args.engine:
         with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:

@@ -158,10 +158,12 @@ def test_killed_and_failed_saves_resume_to_the_uninterrupted_weights(tmp_path, t
 
 def test_predict_killed_midway_keeps_the_old_file_and_resumes(tmp_path, tiny_model_dir):
     """SIGKILL while predicting: the earlier predictions file is untouched, the partial one
-    holds complete lines, and ``--resume`` finishes it with the replies a fresh run gives."""
+    holds complete lines (decoded shortest prompt first), and ``--resume`` finishes it with
+    the replies a fresh run gives, in dataset order."""
     import time
 
-    rows = [{"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": "{}"}]} for i in range(8)]
+    questions = [f"question {i}" + " and more" * ((3 * i) % 8) for i in range(8)]
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "{}"}]} for q in questions]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "p.jsonl"
@@ -179,12 +181,14 @@ def test_predict_killed_midway_keeps_the_old_file_and_resumes(tmp_path, tiny_mod
     assert out.read_text() == "earlier results\n"
     done = partial.read_text().count("\n")
     assert 2 <= done < 8, done
-    assert all(json.loads(line)["line"] == i + 1 for i, line in enumerate(partial.read_text().splitlines()))
+    shortest_first = [i + 1 for i in sorted(range(8), key=lambda i: len(questions[i]))]
+    assert [json.loads(line)["line"] for line in partial.read_text().splitlines()] == shortest_first[:done]
     subprocess.run([*args, "--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     resumed = out.read_text()
     fresh = tmp_path / "fresh.jsonl"
     subprocess.run([*command, "--out", str(fresh), *common], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert resumed == fresh.read_text() and resumed.count("\n") == 8 and not partial.exists()
+    assert resumed == fresh.read_text() and not partial.exists()
+    assert [json.loads(line)["line"] for line in resumed.splitlines()] == list(range(1, 9))
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, tiny_model_dir):

@@ -25,7 +25,7 @@ from model_garden.data.sample import SOURCE_FIELD
 from model_garden.data.sources import SampleView
 from model_garden.evaluation.metrics import aggregate, score_records
 from model_garden.evaluation.report import parse_output
-from model_garden.inference.generate import generate_batch
+from model_garden.inference.generate import by_prompt_length, generate_batch
 from model_garden.inference.grounding import grounded_constraint
 from model_garden.masking.codec import ChatCodec
 
@@ -57,18 +57,20 @@ class DecodedEval:
         )
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.order = by_prompt_length(codec, self.samples, range(len(self.samples)))
         self.outputs: list[str] = []
 
     @torch.no_grad()
     def __call__(self, model: Any) -> dict[str, float | None]:
         """The decoded metrics of ``model`` (left in eval mode; the caller restores it)."""
         model.eval()
-        self.outputs = []
-        for lo in range(0, len(self.samples), self.batch_size):
-            batch = self.samples[lo : lo + self.batch_size]
-            prompts = [self.codec.encode_prompt(s) for s in batch]
-            replies = generate_batch(model, self.codec.processing, prompts, schemas=self.constraints[lo : lo + len(batch)], max_new_tokens=self.max_new_tokens)
-            self.outputs += [reply.text for reply in replies]
+        self.outputs = [""] * len(self.samples)
+        for lo in range(0, len(self.order), self.batch_size):  # batches of similar prompt length
+            batch = self.order[lo : lo + self.batch_size]
+            prompts = [self.codec.encode_prompt(self.samples[i]) for i in batch]
+            replies = generate_batch(model, self.codec.processing, prompts, schemas=[self.constraints[i] for i in batch], max_new_tokens=self.max_new_tokens)
+            for i, reply in zip(batch, replies):
+                self.outputs[i] = reply.text
         preds = [parse_output(text) for text in self.outputs]
         metrics = aggregate(score_records(preds, self.golds, schema=self.schemas))
         return {k: metrics.get(k) for k in DECODED_METRICS}

@@ -3,12 +3,16 @@
 ``generate_batch`` left-pads the prompts' ids (``masking.batch.pad_batch``, the function
 training batches go through), merges their image/video tensors, and decodes greedily,
 each row constrained to its JSON schema when one is given (``inference.constrained``).
+``by_prompt_length`` orders records so that a batch holds prompts of similar length: every
+row is padded to the longest, and on SROIE's eval receipts in file order 19% of the
+prompt tokens a batch of 10 computes are padding, 5% in this order.
 
 Try it: ``python -m model_garden.inference.generate`` answers the bundled example.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -19,6 +23,12 @@ from model_garden.inference.confidence import Reply, value_scores
 from model_garden.inference.constrained import json_schema_processor
 from model_garden.masking.batch import pad_batch
 from model_garden.models import text_tokenizer
+
+
+def by_prompt_length(codec: Any, samples: Sequence[Any], indices: Sequence[int]) -> list[int]:
+    """``indices`` ordered by the length of their sample's rendered prompt (characters,
+    which track tokens closely and cost no tokenizing; ties keep their order)."""
+    return sorted(indices, key=lambda i: len(codec.prompt_text(samples[i])[0]))
 
 
 def logit_width(model: Any) -> int:

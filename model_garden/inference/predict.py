@@ -17,8 +17,10 @@ value is a span of the record's source text and ``spans`` says where
 ``predict_samples`` is the one batch loop for text, vision and VTG (``vtg.predict``).
 Every record is checked (prompt, images, schema) before anything is decoded, and the file
 is written under a temporary name and renamed when complete, so an earlier predictions
-file is never left half overwritten; ``--resume`` continues a partial file from its last
-complete line instead. ``OUT.meta.json`` records the dataset's fingerprint, the model and
+file is never left half overwritten; ``--resume`` keeps a partial file's complete rows
+and decodes the records it lacks. Records are decoded in order of prompt length
+(``generate.by_prompt_length``: less padding per batch) and the file is then written in
+dataset order. ``OUT.meta.json`` records the dataset's fingerprint, the model and
 the budget, so ``evaluate`` can refuse predictions made for another dataset.
 
 The model is a training output folder (a LoRA adapter is merged into its base model), a
@@ -51,7 +53,7 @@ from model_garden.data.sources import SampleView, open_source
 from model_garden.inference.calibration_map import CALIBRATION_FILE, CalibrationMap
 from model_garden.inference.confidence import DEFAULT_AGGREGATE, Reply, fill_confidence_scores
 from model_garden.inference.engines import generate_ort, generate_vllm
-from model_garden.inference.generate import generate_batch
+from model_garden.inference.generate import by_prompt_length, generate_batch
 from model_garden.inference.grounding import grounded_constraint, value_spans
 from model_garden.locks import FileLock
 from model_garden.progress import progress_reporter
@@ -239,12 +241,13 @@ def prediction_row(
     return {**row, "confidence": confidence, "scores": reply.scores}
 
 
-def _done_lines(partial: Path) -> list[str]:
-    """The complete lines of a partial predictions file (a cut last line is dropped)."""
+def _done_rows(partial: Path) -> dict[int, str]:
+    """The complete rows of a partial predictions file by their record's line (a cut last
+    line is dropped)."""
     if not partial.is_file():
-        return []
+        return {}
     lines = partial.read_text(encoding="utf-8").split("\n")
-    return [line for line in lines[:-1] if line.strip()]
+    return {json.loads(line)["line"]: line for line in lines[:-1] if line.strip()}
 
 
 def predict(
@@ -281,7 +284,7 @@ def predict(
         max_new_tokens: Generation budget per reply; default the run's (``run_budget``) or 256.
         limit: Only the first N records.
         threads: torch threads; default the cores not busy (``default_threads``).
-        resume: Continue ``OUT.partial`` from its last complete line.
+        resume: Keep the complete rows of ``OUT.partial`` and decode the rest.
         data_format: ``--data-format`` of the dataset.
         allow_remote_images: Fetch http(s) images.
         allow_outside_paths: Allow image paths outside the dataset's folder.
@@ -332,10 +335,13 @@ def predict(
         calibration_file = Path(calibration) if calibration is not None else Path(model).expanduser() / CALIBRATION_FILE
         cmap = CalibrationMap.load(calibration_file) if calibration is not None or calibration_file.is_file() else None
 
+        # Decoded in order of prompt length (less padding per batch), each row written as
+        # it comes; the file is put in dataset order once complete.
         partial = out.with_name(out.name + ".partial")
-        done = _done_lines(partial) if resume else []
+        done = _done_rows(partial) if resume else {}
+        order = by_prompt_length(codec, samples, [i for i in range(n) if samples[i].line not in done])
         with partial.open("w", encoding="utf-8") as fh:
-            fh.writelines(line + "\n" for line in done)
+            fh.writelines(line + "\n" for line in done.values())
             fh.flush()
 
             def write(sample: Sample, reply: Reply) -> None:
@@ -344,10 +350,13 @@ def predict(
                 fh.flush()
 
             stats = predict_samples(
-                generate, codec, samples[len(done) :], write, constraints=constraints[len(done) :] if constrained else None,
+                generate, codec, [samples[i] for i in order], write, constraints=[constraints[i] for i in order] if constrained else None,
                 batch_size=batch_size, max_new_tokens=budget,
             )
             os.fsync(fh.fileno())
+        rows = _done_rows(partial)
+        complete = out.with_name(out.name + ".complete")
+        complete.write_text("".join(rows[samples[i].line] + "\n" for i in range(n)), encoding="utf-8")
         meta = {
             "dataset": str(dataset),
             "dataset_fingerprint": source.fingerprint(),
@@ -361,7 +370,8 @@ def predict(
             "max_new_tokens": budget,
             "cut": stats["cut"],
         }
-        os.replace(partial, out)
+        os.replace(complete, out)
+        partial.unlink()
         out.with_name(out.name + ".meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         return {**stats, "examples": n, "max_new_tokens": budget, "threads": threads}
 
