@@ -95,7 +95,7 @@ def _check_one(codec: ChatCodec, sample: Sample, cfg: MaskConfig, max_length: in
     if max_length is not None and n > max_length and (ex["token_classes"][max_length:] == MEDIA).any():
         raise MaskingError(f"{sample.where}: --max-length {max_length} would cut image/video tokens ({n} tokens); raise it")
     cut = truncate(ex, max_length)
-    if max(cut["loss_weights"], default=0.0) <= 0:  # (max runs in C: a Python loop over them was 5% of a scan)
+    if max(cut["loss_weights"], default=0.0) <= 0:  # max() runs in C; a generator over the weights was 5% of a scan
         after = f" within --max-length {max_length} ({n} tokens)" if len(cut["input_ids"]) < n else ""
         raise MaskingError(f"{sample.where}: no trained token{after}")
     report.lengths.append(n)
