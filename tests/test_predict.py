@@ -102,6 +102,19 @@ def test_plain_model_folder_with_schema_file(tmp_path, tiny_model_dir, schema_fi
     assert all(p["new_tokens"] < 10 for p in preds)  # the grammar ended each reply with EOS
 
 
+def test_resume_refuses_a_partial_file_it_did_not_write(tmp_path, tiny_model_dir, schema_file):
+    """--resume on a partial file with a line that is no prediction row: one message
+    naming the file and line, and the file left as it was."""
+    from model_garden.data.sample import DataError
+
+    data = _write_jsonl(tmp_path / "d.jsonl", ["a", "b"])
+    partial = tmp_path / "p.jsonl.partial"
+    partial.write_text('{"line": 1, "output": "{}"}\nnotes of mine\n')
+    with pytest.raises(DataError, match=r"p\.jsonl\.partial:2: not a prediction row; --resume"):
+        predict(tiny_model_dir, data, tmp_path / "p.jsonl", schema=schema_file, max_new_tokens=4, resume=True)
+    assert partial.read_text() == '{"line": 1, "output": "{}"}\nnotes of mine\n'
+
+
 def test_predict_gives_the_callers_thread_count_back(tmp_path, tiny_model_dir, schema_file):
     # compare trains the next run in the same process: it must not inherit predict's threads.
     data = _write_jsonl(tmp_path / "d.jsonl", ["a"])

@@ -246,8 +246,14 @@ def _done_rows(partial: Path) -> dict[int, str]:
     line is dropped)."""
     if not partial.is_file():
         return {}
-    lines = partial.read_text(encoding="utf-8").split("\n")
-    return {json.loads(line)["line"]: line for line in lines[:-1] if line.strip()}
+    rows = {}
+    for number, line in enumerate(partial.read_text(encoding="utf-8").split("\n")[:-1], 1):
+        try:
+            rows[json.loads(line)["line"]] = line
+        except (ValueError, KeyError, TypeError):
+            if line.strip():
+                raise DataError(f"{partial}:{number}: not a prediction row; --resume cannot continue this file (delete it to start again)") from None
+    return rows
 
 
 def predict(
@@ -346,7 +352,8 @@ def predict(
 
             def write(sample: Sample, reply: Reply) -> None:
                 row = prediction_row(sample, reply, constrained=constrained, source_field=grounding, calibration=cmap)
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                done[sample.line] = json.dumps(row, ensure_ascii=False)
+                fh.write(done[sample.line] + "\n")
                 fh.flush()
 
             stats = predict_samples(
@@ -354,9 +361,8 @@ def predict(
                 batch_size=batch_size, max_new_tokens=budget,
             )
             os.fsync(fh.fileno())
-        rows = _done_rows(partial)
         complete = out.with_name(out.name + ".complete")
-        complete.write_text("".join(rows[samples[i].line] + "\n" for i in range(n)), encoding="utf-8")
+        complete.write_text("".join(done[samples[i].line] + "\n" for i in range(n)), encoding="utf-8")
         meta = {
             "dataset": str(dataset),
             "dataset_fingerprint": source.fingerprint(),
