@@ -197,6 +197,35 @@ def test_summary_pairs_records_tests_fields_and_gives_verdicts():
     assert "| a | 48 / 0, p = " in text and "decoded_curves.png" in text and "2.80 x" in text
 
 
+def test_summary_pairs_two_decodings_of_the_same_runs():
+    # One strategy, three seeds, two decodings of each run: grounded right on a for the
+    # first 30 records, constrained on the first 24 but also on record 35, which grounded misses.
+    golds = [{"a": str(i)} for i in range(40)]
+    runs = []
+    for seed in (0, 1, 2):
+        run = _run("none", seed, [{"a": str(i) if i < 24 or i == 35 else "?"} for i in range(40)], golds)
+        grounded = {"line": run["records"]["constrained"]["line"], **score_records(
+            [{"a": str(i) if i < 30 else "?"} for i in range(40)], golds)}
+        run["records"]["grounded"] = grounded
+        run["eval"]["grounded"] = aggregate(grounded)
+        runs.append(run)
+    summary = summarize(runs, ["none"])
+    res = summary["across_decodings"]["none"]["grounded"]
+    acc = res["differences"]["field_accuracy"]
+    assert acc["diff"] == pytest.approx(30 / 40 - 25 / 40) and acc["method"] == "hierarchical bootstrap"
+    assert acc["seeds"] == 3 and acc["records"] == 40 and acc["low"] > 0 and acc["resolved"]
+    assert acc["verdict"].startswith("resolved: grounded better by 12.5 points")
+    assert res["differences"]["json_valid"]["diff"] == 0
+    # records 24-29 x 3 seeds only grounded got right, record 35 x 3 only constrained
+    assert (res["mcnemar"]["a"]["b"], res["mcnemar"]["a"]["c"], res["mcnemar"]["a"]["pairs"]) == (18, 3, 120)
+    text = markdown(summary)
+    assert "### `grounded` against `constrained` decoding, on the `none` runs" in text
+    assert "| field accuracy | resolved: grounded better by 12.5 points" in text and "| a | 18 / 3, p = " in text
+    # a run without the other decoding's per-record outcomes pairs nothing
+    del runs[0]["records"]["grounded"]
+    assert summarize(runs, ["none"])["across_decodings"] == {}
+
+
 def test_summary_without_decoded_eval_falls_back_to_the_value_loss():
     golds = [{"a": "1"}, {"a": "2"}]
     runs = [_run("none", 0, golds, golds), _run("x", 0, [None, None], golds)]

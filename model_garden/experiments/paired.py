@@ -10,6 +10,9 @@ the two disagree on records more one way than the other, not whether that would 
 for other seeds (the bootstrap counts seeds), and its p-values are per field, not
 adjusted for the number of fields.
 
+``across_decodings`` pairs two decodings of the same runs instead (grounded against the
+plain constraint, say): the same models on the same records, so only the decoding differs.
+
 Try it: see ``tests/test_stats.py``.
 """
 
@@ -77,3 +80,17 @@ def field_tests(strategy_runs: list[Run], base_runs: list[Run], decoding: str) -
         both = both[~np.isnan(both).any(axis=1)]
         out[name] = mcnemar(both[:, 0], both[:, 1]) | {"pairs": int(len(both))}
     return out
+
+
+def across_decodings(runs: list[Run], decoding: str, base: str) -> dict[str, Any] | None:
+    """``decoding`` against ``base`` on the same runs (one per seed): the bootstrapped
+    difference of field accuracy and JSON validity, and McNemar per field; None unless
+    every run holds per-record outcomes of both."""
+    if not runs or any(not {decoding, base} <= set(r.get("records") or {}) for r in runs):
+        return None
+    # Both sides under the name ``base``, so paired_eval and field_tests pair them as two strategies.
+    mine, theirs = ([{**r, "records": {base: r["records"][d]}} for r in runs] for d in (decoding, base))
+    return {
+        "differences": {key: paired_eval(mine, theirs, base, key) for key in ("field_accuracy", "json_valid")},
+        "mcnemar": field_tests(mine, theirs, base),
+    }

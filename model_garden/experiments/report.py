@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from model_garden.experiments.paired import Run, field_tests, paired_eval
+from model_garden.experiments.paired import Run, across_decodings, field_tests, paired_eval
 from model_garden.experiments.plots import plot
 from model_garden.experiments.stats import BOOT_SEED, N_BOOT, interval, seed_difference, steps_to_convergence, verdict
 
@@ -149,6 +149,19 @@ def summarize(runs: list[Run], strategies: list[str], *, target_loss: float | No
     def curves(get: Any) -> dict[str, dict[int, Any]]:
         return {s: {k: get(by_key[(s, k)]) for k in seeds if (s, k) in by_key} for s in strategies}
 
+    across: dict[str, dict[str, Any]] = {}
+    for strategy in strategies:
+        own = [by_key[(strategy, s)] for s in seeds if (strategy, s) in by_key]
+        for d in decodings[1:]:
+            if res := across_decodings(own, d, decodings[0]):
+                across.setdefault(strategy, {})[d] = {
+                    "differences": {
+                        k: diff.as_dict() | {"verdict": verdict(diff, d, higher_is_better=True, **_units(f"{d}/{k}"))} if diff else None
+                        for k, diff in res["differences"].items()
+                    },
+                    "mcnemar": res["mcnemar"],
+                }
+
     return {
         "baseline": baseline,
         "strategies": strategies,
@@ -158,6 +171,7 @@ def summarize(runs: list[Run], strategies: list[str], *, target_loss: float | No
         "bootstrap": {"replicates": N_BOOT, "seed": BOOT_SEED},
         "table": table,
         "mcnemar": tests,
+        "across_decodings": across,
         "runs": {f"{s}-seed{k}": v for (s, k), v in per_run.items()},
         "eval_curves": curves(lambda r: r["train"].get("eval_value_loss", [])),
         "train_curves": curves(lambda r: r["train"].get("loss", [])),
@@ -296,6 +310,27 @@ def _mcnemar_tables(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _across_decodings(summary: dict[str, Any]) -> list[str]:
+    labels, lines = {k: label for k, label, _ in EVAL_METRICS}, []
+    for strategy, per_decoding in summary.get("across_decodings", {}).items():
+        for decoding, res in per_decoding.items():
+            base = summary["decodings"][0]
+            lines += [
+                f"### `{decoding}` against `{base}` decoding, on the `{strategy}` runs",
+                "",
+                "The same models on the same records, so only the decoding differs; the same bootstrap and McNemar "
+                f"tests as above, with `{decoding}` in the strategy's place and `{base}` in the baseline's.",
+                "",
+                "| metric | verdict |",
+                "|---|---|",
+            ]
+            lines += [f"| {labels[k]} | {cell['verdict'] if cell else 'no paired data'} |" for k, cell in res["differences"].items()]
+            lines += ["", "| field | b / c, p |", "|---|---:|"]
+            lines += [f"| {name} | {t['b']} / {t['c']}, p = {t['p']:.3g} |" for name, t in res["mcnemar"].items()]
+            lines.append("")
+    return lines
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The report body."""
     hw = summary["hardware"]
@@ -338,6 +373,7 @@ def markdown(summary: dict[str, Any]) -> str:
     for k in _keys(summary):
         lines.append(f"| {_label(summary, k)} | " + " | ".join(_row(summary, k)) + " |")
     lines += ["", "## Paired differences", "", _method(summary), ""] + _verdicts(summary) + _mcnemar_tables(summary)
+    lines += _across_decodings(summary)
     lines += ["## Plots", "", "![eval value loss](loss_curves.png)", "", "![per-field accuracy](field_accuracy.png)", ""]
     if any(c for per_seed in summary.get("decoded_curves", {}).values() for c in per_seed.values()):
         lines += ["![decoded field accuracy during training](decoded_curves.png)", ""]
