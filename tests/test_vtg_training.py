@@ -216,6 +216,25 @@ def test_config_file_holds_both_configs_and_flags_win(tmp_path):
         VTGConfig(num_time_bins=1)
 
 
+def test_trl_and_axolotl_config_files_are_translated_with_the_vtg_keys_beside(tmp_path):
+    path = tmp_path / "sft.yaml"
+    path.write_text("model_name_or_path: m\nuse_peft: true\nlora_r: 4\nlearning_rate: 3e-4\nmax_steps: 7\n"
+                    "annotations: a.txt\nvideo_dir: videos\nnum_frames: 4\n")
+    shown = []
+    cfg, vtg = load_vtg_config(path, {"max_steps": 9}, {"num_frames": None}, shown.append)
+    assert (cfg.model.base_model, cfg.model.full_finetune, cfg.lora.lora_r, cfg.optim.lr, cfg.optim.max_steps) == ("m", False, 4, 3e-4, 9)
+    assert (vtg.annotations, vtg.video_dir, vtg.num_frames) == ("a.txt", "videos", 4)
+    assert shown[0].dialect == "TRL" and "learning_rate: 3e-4  ->  --lr 0.0003" in shown[0].lines
+    axolotl = tmp_path / "lora.yml"
+    axolotl.write_text("base_model: m\nadapter: lora\nmicro_batch_size: 2\nannotations: a.txt\n")
+    cfg, vtg = load_vtg_config(axolotl, {}, {})
+    assert (cfg.optim.batch_size, cfg.model.full_finetune, vtg.annotations) == (2, False, "a.txt")
+    # A foreign file's dataset would be dropped unsaid: refused, naming the file, line and key
+    path.write_text("model_name_or_path: m\nuse_peft: true\ndataset_name: org/data\n")
+    with pytest.raises(ValueError, match=r"sft\.yaml line 3 \(dataset_name\): train-vtg reads its data from --annotations and --video-dir, not --dataset"):
+        load_vtg_config(path, {}, {})
+
+
 def test_train_vtg_refuses_missing_videos_and_text_models(corpus, tmp_path):
     (tmp_path / "ann.txt").write_text(QUERIES + "ZZZZZ 0.0 1.0##nobody.\n")
     vtg = VTGConfig(annotations=str(tmp_path / "ann.txt"), video_dir=str(corpus.videos))

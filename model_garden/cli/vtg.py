@@ -19,14 +19,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from model_garden.cli.common import console, err_console, interrupted_exit, user_errors
-from model_garden.cli.train import CONFIG_OPTION, config_options
+from model_garden.cli.train import CONFIG_OPTION, config_options, print_translation
 from model_garden.training.config import TrainConfig
-from model_garden.vtg.config import VTGConfig
-
-# Set by the command, or replaced by the VTG options (annotations instead of JSONL datasets).
-_TRAIN_HIDDEN = {
-    "vision", "dataset", "eval_dataset", "data_format", "data_name", "data_split", "eval_split", "allow_remote_images", "allow_outside_paths",
-}
+from model_garden.vtg.config import NOT_FOR_VTG, VTGConfig
 
 
 def train_vtg(**kwargs: Any) -> None:
@@ -43,13 +38,13 @@ def train_vtg(**kwargs: Any) -> None:
         config = kwargs.pop("config")
         train_flags = {k: v for k, v in kwargs.items() if k not in vtg_names}
         vtg_flags = {k: v for k, v in kwargs.items() if k in vtg_names}
-        cfg, vtg = load_vtg_config(config, train_flags, vtg_flags)
+        cfg, vtg = load_vtg_config(config, train_flags, vtg_flags, print_translation)
         result = run(cfg, vtg, console=console)
     if result.interrupted:
         raise interrupted_exit(result.metrics.get("signal"))
 
 
-train_vtg.__signature__ = inspect.Signature([CONFIG_OPTION, *config_options({**TrainConfig.groups(), "vtg": VTGConfig}, _TRAIN_HIDDEN)])
+train_vtg.__signature__ = inspect.Signature([CONFIG_OPTION, *config_options({**TrainConfig.groups(), "vtg": VTGConfig}, set(NOT_FOR_VTG))])
 
 
 def predict_vtg(

@@ -3,6 +3,9 @@
 (``vtg_config.yaml``, which ``predict-vtg`` reads to prompt the model as it was trained).
 
 Precedence: dataclass defaults < ``--config FILE.yaml`` (keys of either config) < flags.
+A TRL or Axolotl file is translated as ``train --config`` translates it
+(``training.foreign``), the VTG keys standing beside; its dataset keys are refused, since
+the videos and annotations come from ``--annotations`` and ``--video-dir``.
 
 Try it: ``model-garden train-vtg --help`` lists them with their help texts.
 """
@@ -10,6 +13,7 @@ Try it: ``model-garden train-vtg --help`` lists them with their help texts.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +22,13 @@ import yaml
 
 from model_garden.options import ConfigError, build, read_yaml
 from model_garden.training.config import TrainConfig, read_config_file
+from model_garden.training.foreign import Translation, translate
 from model_garden.vtg.dataset import VideoTemporalSFTDataset
 from model_garden.vtg.prompt_templates import load_templates
 
 VTG_CONFIG_FILE = "vtg_config.yaml"
+# train's data options: train-vtg reads its data from --annotations and --video-dir instead.
+NOT_FOR_VTG = ("vision", "dataset", "eval_dataset", "data_format", "data_name", "data_split", "eval_split", "allow_remote_images", "allow_outside_paths")
 FRAME_LAYOUTS = ("video", "images")
 
 
@@ -103,16 +110,32 @@ class VTGConfig:
         return build(cls, {str(k): v for k, v in values.items()}, {str(k): f"{path} line {lines.get(str(k), '?')}: " for k in values})
 
 
-def load_vtg_config(path: str | Path | None, train_flags: dict[str, Any], vtg_flags: dict[str, Any]) -> tuple[TrainConfig, VTGConfig]:
+def load_vtg_config(
+    path: str | Path | None,
+    train_flags: dict[str, Any],
+    vtg_flags: dict[str, Any],
+    on_translate: Callable[[Translation], None] | None = None,
+) -> tuple[TrainConfig, VTGConfig]:
     """Defaults, then a YAML file holding options of both configs (flat or grouped, the
-    VTG ones under ``vtg:``), then the flags given (not None).
+    VTG ones under ``vtg:``; or a TRL or Axolotl file, translated and shown to
+    ``on_translate``), then the flags given (not None).
 
     Raises:
         ConfigError: naming the file, line and option, or the flag with a bad value.
     """
-    values, where = read_config_file(path, {**TrainConfig.groups(), "vtg": VTGConfig})
-    values.update({k: v for k, v in {**train_flags, **vtg_flags}.items() if v is not None})
     vtg_names = {f.name for f in dataclasses.fields(VTGConfig)}
+    foreign = translate(path, set(TrainConfig().flat()) | vtg_names) if path else None
+    if foreign:
+        for name in NOT_FOR_VTG:
+            if name in foreign.values:
+                raise ConfigError(f"{foreign.where[name]}train-vtg reads its data from --annotations and --video-dir, not --{name.replace('_', '-')}")
+        if on_translate:
+            on_translate(foreign)
+    values, where = (foreign.values, foreign.where) if foreign else read_config_file(path, {**TrainConfig.groups(), "vtg": VTGConfig})
+    given = {k: v for k, v in {**train_flags, **vtg_flags}.items() if v is not None}
+    values.update(given)
+    for name in given:
+        where.pop(name, None)
     vtg_values = {k: v for k, v in values.items() if k in vtg_names}
     train_values = {k: v for k, v in values.items() if k not in vtg_names}
     return TrainConfig.from_options(where, **train_values), build(VTGConfig, vtg_values, where)
