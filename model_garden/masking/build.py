@@ -176,7 +176,7 @@ def truncate(ex: dict[str, Any], max_length: int | None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from model_garden.masking.codec import build_example
+    from model_garden.masking.conversation import normalize
     from model_garden.models import load_processing
 
     tok = load_processing("smollm2-135m")
@@ -184,6 +184,7 @@ if __name__ == "__main__":
         {"role": "user", "content": "Extract the name and age: John is 30."},
         {"role": "assistant", "content": '{"name": "John", "age": 30}'},
     ]
-    ex = build_example(tok, msgs, MaskConfig(strategy="aggressive"))
+    cfg = MaskConfig(strategy="aggressive")
+    ex = encode_conversation(tok, normalize(msgs, cfg, multimodal=False, example="example"), cfg, images=[])
     for i, lab, w in zip(ex["input_ids"], ex["labels"], ex["loss_weights"]):
         print(f"{tok.decode([i])!r:20} {'TRAIN' if lab != -100 else '-':6} {w}")
