@@ -313,8 +313,8 @@ def _mcnemar_tables(summary: dict[str, Any]) -> list[str]:
 def _across_decodings(summary: dict[str, Any]) -> list[str]:
     labels, lines = {k: label for k, label, _ in EVAL_METRICS}, []
     for strategy, per_decoding in summary.get("across_decodings", {}).items():
+        base = summary["decodings"][0]
         for decoding, res in per_decoding.items():
-            base = summary["decodings"][0]
             lines += [
                 f"### `{decoding}` against `{base}` decoding, on the `{strategy}` runs",
                 "",

@@ -387,21 +387,34 @@ def read_config_file(path: str | Path | None, groups: dict[str, type]) -> tuple[
     return flat, where
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any], on_translate: Callable[[Translation], None] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file, then the flags that were given (not None). A TRL or
-    Axolotl file is translated first (training/foreign.py) and shown to ``on_translate``.
-
-    Raises:
-        ConfigError: naming the file, line and option, or the flag with a bad value.
-    """
-    foreign = translate(path, set(TrainConfig().flat())) if path else None
+def read_options(
+    path: str | Path | None,
+    groups: dict[str, type],
+    overrides: dict[str, Any],
+    on_translate: Callable[[Translation], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, str], Translation | None]:
+    """The options of a ``--config`` file (a TRL or Axolotl file translated first, see
+    training/foreign.py, and shown to ``on_translate``), then the flags that were given
+    (not None); where each came from; and the translation, if there was one."""
+    own = {f.name for cls in groups.values() for f in dataclasses.fields(cls)}
+    foreign = translate(path, own) if path else None
     if foreign and on_translate:
         on_translate(foreign)
-    values, where = (foreign.values, foreign.where) if foreign else read_config_file(path, TrainConfig.groups())
+    values, where = (foreign.values, foreign.where) if foreign else read_config_file(path, groups)
     given = {k: v for k, v in overrides.items() if v is not None}
     values.update(given)
     for name in given:
         where.pop(name, None)
+    return values, where, foreign
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any], on_translate: Callable[[Translation], None] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file (``read_options``), then the flags that were given.
+
+    Raises:
+        ConfigError: naming the file, line and option, or the flag with a bad value.
+    """
+    values, where, _ = read_options(path, TrainConfig.groups(), overrides, on_translate)
     return TrainConfig.from_options(where, **values)
 
 

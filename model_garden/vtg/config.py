@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from model_garden.options import ConfigError, build, read_yaml
-from model_garden.training.config import TrainConfig, read_config_file
-from model_garden.training.foreign import Translation, translate
+from model_garden.training.config import TrainConfig, read_options
+from model_garden.training.foreign import Translation
 from model_garden.vtg.dataset import VideoTemporalSFTDataset
 from model_garden.vtg.prompt_templates import load_templates
 
@@ -123,19 +123,12 @@ def load_vtg_config(
     Raises:
         ConfigError: naming the file, line and option, or the flag with a bad value.
     """
+    values, where, foreign = read_options(path, {**TrainConfig.groups(), "vtg": VTGConfig}, {**train_flags, **vtg_flags}, on_translate)
+    # Only a translation is checked: a run's own saved config.yaml holds these options too (vision: true).
+    for name in NOT_FOR_VTG if foreign else ():
+        if name in foreign.values:
+            raise ConfigError(f"{foreign.where[name]}train-vtg reads its data from --annotations and --video-dir, not --{name.replace('_', '-')}")
     vtg_names = {f.name for f in dataclasses.fields(VTGConfig)}
-    foreign = translate(path, set(TrainConfig().flat()) | vtg_names) if path else None
-    if foreign:
-        for name in NOT_FOR_VTG:
-            if name in foreign.values:
-                raise ConfigError(f"{foreign.where[name]}train-vtg reads its data from --annotations and --video-dir, not --{name.replace('_', '-')}")
-        if on_translate:
-            on_translate(foreign)
-    values, where = (foreign.values, foreign.where) if foreign else read_config_file(path, {**TrainConfig.groups(), "vtg": VTGConfig})
-    given = {k: v for k, v in {**train_flags, **vtg_flags}.items() if v is not None}
-    values.update(given)
-    for name in given:
-        where.pop(name, None)
     vtg_values = {k: v for k, v in values.items() if k in vtg_names}
     train_values = {k: v for k, v in values.items() if k not in vtg_names}
     return TrainConfig.from_options(where, **train_values), build(VTGConfig, vtg_values, where)
