@@ -1,4 +1,5 @@
-"""Confidence metrics, the isotonic calibration map, and ``model-garden calibrate``.
+"""Confidence metrics (evaluation.reliability), the isotonic calibration map, its plots, and
+``model-garden calibrate``.
 
 Run: ``.venv/bin/python -m pytest tests/test_calibration.py -q -p no:cacheprovider``
 """
@@ -12,20 +13,16 @@ import pytest
 from typer.testing import CliRunner
 
 from model_garden.cli import app
-from model_garden.evaluation.calibration import (
+from model_garden.evaluation.calibration import confidence_report, field_outcomes, fit_calibration, fit_map
+from model_garden.evaluation.calibration_plots import plot_precision_coverage, plot_reliability
+from model_garden.evaluation.reliability import (
     auroc,
-    confidence_report,
     coverage_at,
     expected_calibration_error,
-    field_outcomes,
-    fit_calibration,
     fit_isotonic,
-    fit_map,
-    plot_precision_coverage,
-    plot_reliability,
     precision_coverage,
-    reliability_bins,
     precision_lower_bound,
+    reliability_bins,
     threshold_for_precision,
 )
 from model_garden.inference.calibration_map import CALIBRATION_FILE, CalibrationMap

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from model_garden.experiments.compare import CompareConfig, compare
-from model_garden.experiments.report import interval, markdown, summarize
+from model_garden.experiments.report import markdown
+from model_garden.experiments.stats import interval
+from model_garden.experiments.summary import summarize
 from model_garden.models import load_processing
 from model_garden.training.config import TrainConfig
 from model_garden.training.run import masked_train_data

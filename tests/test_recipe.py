@@ -13,7 +13,7 @@ from model_garden.experiments.recipe import choose, main
 
 
 def _summary(accuracy: dict[str, tuple[float, float, float]], validity: dict[str, tuple[float, float, float]] | None = None):
-    """A summary with paired (diff, low, high) per arm, as ``report.summarize`` writes them."""
+    """A summary with paired (diff, low, high) per arm, as ``summary.summarize`` writes them."""
     table = {"none": {}}
     for arm, (diff, low, high) in accuracy.items():
         table.setdefault(arm, {})["constrained/field_accuracy"] = {"paired": {"diff": diff, "low": low, "high": high}}

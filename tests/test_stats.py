@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from model_garden.evaluation.metrics import aggregate, score_records
-from model_garden.experiments.report import markdown, summarize
+from model_garden.experiments.report import markdown
+from model_garden.experiments.summary import summarize
 from model_garden.experiments.stats import (
     Difference,
     mcnemar,

@@ -45,7 +45,8 @@ def evaluate(
     error (10 equal-width bins), and the share of fields accepted without review at the
     95% and 99% precision thresholds of a calibration map fitted on another split."""
     with user_errors():
-        from model_garden.evaluation.calibration import evaluate_confidence, plot_precision_coverage, plot_reliability
+        from model_garden.evaluation.calibration import evaluate_confidence
+        from model_garden.evaluation.calibration_plots import plot_precision_coverage, plot_reliability
         from model_garden.evaluation.report import confidence_table, evaluate_files, report_tables
 
         report = evaluate_files(

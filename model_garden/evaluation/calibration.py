@@ -4,26 +4,8 @@ on it (``model-garden calibrate``).
 Inputs are per scored field (a dotted key of the gold, as in ``evaluation.metrics``): a
 confidence in [0, 1] and whether the field is right (the ``correct`` outcome of
 ``metrics.score_records``). A field's confidence is the lowest over its leaf values
-(``inference.pointers.field_confidences``). Definitions, over n fields:
-
-- ``auroc``: the probability that a random right field has a higher confidence than a
-  random wrong one, ties counting 1/2 (Mann-Whitney U / (n_right * n_wrong)); ``None``
-  when either outcome is absent.
-- ``expected_calibration_error`` (ECE): 10 equal-width bins [0, 0.1), ..., [0.9, 1.0]
-  (1.0 falls in the last); the sum over bins of (count / n) * |mean confidence - accuracy|.
-  ``reliability_bins`` gives the table behind it, for a reliability diagram.
-- Accepting the fields whose confidence is >= t: coverage = accepted / n, precision =
-  right among accepted / accepted. ``precision_coverage`` gives both for every distinct
-  confidence t; ``threshold_for_precision`` the lowest t whose precision reaches a target
-  (the most coverage at that precision), ``None`` if none does; with a confidence level,
-  the lowest t whose precision's one-sided Clopper-Pearson lower bound reaches it
-  (``precision_lower_bound``), which is how ``calibrate`` saves its thresholds: a point
-  estimate on a split of a few hundred fields does not hold beyond it (docs/results/trust.md's
-  pilot: "99%" on 200 fields gave 90% on new receipts).
-- ``fit_isotonic``: the non-decreasing least-squares fit of correctness on confidence
-  (equal confidences pooled first, weighted by their count), kept as the first and last
-  point of each fitted block; ``CalibrationMap`` interpolates linearly between them, so
-  it is exact on the fitted values and monotone in between.
+(``inference.pointers.field_confidences``). The measures (AUROC, ECE,
+precision-coverage, the isotonic fit) are defined in ``evaluation.reliability``.
 
 ``fit_calibration`` evaluates a predictions file, picks the score aggregate with the best
 AUROC (ties: ``product``), fits the map on it (per field where there is enough data) and
@@ -43,10 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
-from scipy.optimize import isotonic_regression
-from scipy.stats import beta, rankdata
 
+from model_garden.evaluation.reliability import (
+    as_arrays,
+    auroc,
+    coverage_at,
+    expected_calibration_error,
+    fit_isotonic,
+    precision_coverage,
+    reliability_bins,
+    threshold_for_precision,
+)
 from model_garden.evaluation.report import evaluate_files, read_prediction_rows
 from model_garden.inference.calibration_map import CalibrationMap
 from model_garden.inference.confidence import AGGREGATES
@@ -60,96 +49,9 @@ MIN_FIELD_VALUES, MIN_EACH_OUTCOME = 30, 3  # below either, a field uses the poo
 Outcome = tuple[str, float, bool]  # (dotted field, confidence, right)
 
 
-def _arrays(confidence: ArrayLike, correct: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
-
-
 def _columns(outcomes: Sequence[Outcome]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Outcomes as arrays: field names, confidences, right."""
-    return np.array([o[0] for o in outcomes]), *_arrays([o[1] for o in outcomes], [o[2] for o in outcomes])
-
-
-def auroc(confidence: ArrayLike, correct: ArrayLike) -> float | None:
-    """P(a right field's confidence > a wrong one's), ties 1/2; ``None`` without both outcomes."""
-    c, ok = _arrays(confidence, correct)
-    n_pos, n_neg = int(ok.sum()), int((~ok).sum())
-    if not n_pos or not n_neg:
-        return None
-    ranks = rankdata(c)  # average ranks: a tie between a right and a wrong field counts 1/2
-    return float((ranks[ok].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def reliability_bins(confidence: ArrayLike, correct: ArrayLike, bins: int = 10) -> list[dict[str, Any]]:
-    """Per equal-width bin of [0, 1]: ``low``, ``high``, ``n``, mean ``confidence`` and
-    ``accuracy`` (``None`` for an empty bin)."""
-    c, ok = _arrays(confidence, correct)
-    edges = np.arange(bins + 1) / bins  # i / bins is exact where linspace's i * step is not (0.3 != 3 * 0.1)
-    index = np.minimum(np.searchsorted(edges, c, side="right") - 1, bins - 1)
-    table = []
-    for b in range(bins):
-        inside = index == b
-        n = int(inside.sum())
-        mean_c, mean_ok = (float(c[inside].mean()), float(ok[inside].mean())) if n else (None, None)
-        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": n, "confidence": mean_c, "accuracy": mean_ok})
-    return table
-
-
-def expected_calibration_error(confidence: ArrayLike, correct: ArrayLike, bins: int = 10) -> float | None:
-    """ECE over equal-width bins (module docstring); ``None`` for no fields."""
-    table = reliability_bins(confidence, correct, bins)
-    n = sum(b["n"] for b in table)
-    return sum(b["n"] / n * abs(b["confidence"] - b["accuracy"]) for b in table if b["n"]) if n else None
-
-
-def precision_coverage(confidence: ArrayLike, correct: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(thresholds, coverage, precision)``: every distinct confidence, highest first, with
-    the coverage and precision of accepting the fields at or above it."""
-    c, ok = _arrays(confidence, correct)
-    order = np.argsort(-c, kind="stable")
-    ranked, right = c[order], np.cumsum(ok[order])
-    last = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])  # last field of each run of equal confidences
-    accepted = last + 1
-    return ranked[last], accepted / len(c), right[last] / accepted
-
-
-def precision_lower_bound(right: ArrayLike, accepted: ArrayLike, level: float) -> np.ndarray:
-    """One-sided Clopper-Pearson lower bound at ``level`` on the precision of ``right`` of
-    ``accepted`` fields: the lowest precision under which that many right ones would
-    still be seen with probability ``1 - level``. ``n`` right of ``n`` gives
-    ``(1 - level) ** (1 / n)``: 299 fields, all right, are needed to certify 99% at 95%."""
-    k, n = np.asarray(right, dtype=float), np.asarray(accepted, dtype=float)
-    return np.where(k > 0, beta.ppf(1 - level, np.maximum(k, 1), n - k + 1), 0.0)
-
-
-def threshold_for_precision(confidence: ArrayLike, correct: ArrayLike, target: float, level: float | None = None) -> float | None:
-    """The lowest threshold whose accepted fields have precision >= ``target`` (with
-    ``level``: whose precision's lower bound at that confidence level does, so that the
-    target holds beyond the split with that probability); ``None`` if none."""
-    thresholds, coverage, precision = precision_coverage(confidence, correct)
-    if level is not None:
-        accepted = np.rint(coverage * len(np.atleast_1d(confidence)))
-        precision = precision_lower_bound(np.rint(precision * accepted), accepted, level)
-    reached = np.flatnonzero(precision >= target)
-    return float(thresholds[reached[-1]]) if len(reached) else None
-
-
-def coverage_at(confidence: ArrayLike, correct: ArrayLike, threshold: float | None) -> tuple[float, float | None]:
-    """``(coverage, precision)`` of accepting confidence >= ``threshold``; precision is
-    ``None`` when nothing is accepted, and a ``None`` threshold accepts nothing."""
-    c, ok = _arrays(confidence, correct)
-    accepted = c >= threshold if threshold is not None else np.zeros(len(c), dtype=bool)
-    count = int(accepted.sum())
-    return count / len(c), float(ok[accepted].mean()) if count else None
-
-
-def fit_isotonic(confidence: ArrayLike, correct: ArrayLike) -> tuple[list[float], list[float]]:
-    """The points ``(x, y)`` of the isotonic fit (module docstring), for ``CalibrationMap``."""
-    c, ok = _arrays(confidence, correct)
-    x, inverse, counts = np.unique(c, return_inverse=True, return_counts=True)
-    accuracy = np.bincount(inverse, weights=ok) / counts
-    fit = isotonic_regression(accuracy, weights=counts)
-    keep = np.unique(np.r_[fit.blocks[:-1], fit.blocks[1:] - 1])  # each block's first and last; once if they are one
-    return x[keep].tolist(), fit.x[keep].tolist()
+    return np.array([o[0] for o in outcomes]), *as_arrays([o[1] for o in outcomes], [o[2] for o in outcomes])
 
 
 def field_outcomes(rows: Sequence[dict[str, Any]], report: dict[str, Any], aggregate: str | None = None) -> list[Outcome]:
@@ -334,56 +236,6 @@ def confidence_metrics(report: dict[str, Any]) -> dict[str, float | None]:
         "review_coverage_99": at99["coverage"] if at99 else None,
         "outside_source_rate": check["values_outside"] / check["values"] if check.get("values") else None,
     }
-
-
-def plot_reliability(reports: Mapping[str, dict[str, Any]], path: str | Path) -> Path:
-    """Reliability diagram: accuracy against mean confidence per bin, one line per
-    ``confidence_report`` (e.g. ``{"raw": ..., "calibrated": ...}``), fields per bin below."""
-    fig = _figure((5, 6))
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
-    top.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfectly calibrated")
-    width = 0.8 / (10 * len(reports))
-    for i, (label, report) in enumerate(reports.items()):
-        filled = [b for b in report["bins"] if b["n"]]
-        top.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color=f"C{i}",
-                 label=f"{label} (ECE {100 * report['ece']:.1f}%)")
-        lefts = [b["low"] + 0.01 + width * (i + 0.5) for b in report["bins"]]  # the series side by side in each bin
-        bottom.bar(lefts, [b["n"] for b in report["bins"]], width, color=f"C{i}")
-    top.set(ylabel="accuracy", ylim=(0, 1))
-    top.grid(alpha=0.3)
-    top.legend(loc="upper left", frameon=False, fontsize=8)
-    bottom.set(xlim=(0, 1), xlabel="confidence", ylabel="fields")
-    return _save(fig, Path(path))
-
-
-def plot_precision_coverage(reports: Mapping[str, dict[str, Any]], path: str | Path) -> Path:
-    """Precision against coverage as the threshold falls, one line per
-    ``confidence_report``, with its thresholds (``at``) marked."""
-    fig = _figure((6, 4))
-    ax = fig.subplots()
-    for i, (label, report) in enumerate(reports.items()):
-        ax.plot(report["curve"]["coverage"], report["curve"]["precision"], color=f"C{i}", label=label)
-        for target, at in report["at"].items():
-            if at["precision"] is not None:
-                ax.plot(at["coverage"], at["precision"], marker="o", color=f"C{i}")
-                label = f"{100 * float(target):g}%: confidence >= {at['threshold']:.3f}"
-                ax.annotate(label, (at["coverage"], at["precision"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ax.set(xlabel="coverage (fields accepted)", ylabel="precision (right among accepted)", xlim=(0, 1))
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", frameon=False, fontsize=8)
-    return _save(fig, Path(path))
-
-
-def _figure(size: tuple[float, float]) -> Any:
-    # matplotlib only for the plots; the Figure API draws with Agg without touching pyplot's global backend
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=size)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # tight: keeps the labels inside the image
-    return path
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from model_garden.evaluation.calibration import confidence_metrics, evaluate_con
 from model_garden.evaluation.decoded import decoded_eval_factory
 from model_garden.experiments.launch import launch
 from model_garden.experiments.options import CompareOptions, LaunchOptions, arm_folder, parse_arm
-from model_garden.experiments.report import summarize, write_report
+from model_garden.experiments.report import write_report
+from model_garden.experiments.summary import summarize
 from model_garden.inference.predict import predict
 from model_garden.masking.scan_report import FINGERPRINT_VERSION, fingerprint_version
 from model_garden.models import load_processing

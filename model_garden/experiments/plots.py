@@ -1,4 +1,4 @@
-"""The PNG plots of a comparison report, from ``report.summarize``'s summary.
+"""The PNG plots of a comparison report, from ``summary.summarize``'s summary.
 
 * ``loss_curves.png``: eval value loss and training loss against optimizer steps, one
   line per run, coloured by strategy.
