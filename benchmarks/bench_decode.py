@@ -101,7 +101,7 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
     from model_garden.inference.generate import by_prompt_length, generate_batch
     from model_garden.data.sample import SOURCE_FIELD
     from model_garden.inference.grounding import grounded_constraint
-    from model_garden.inference.predict import load_for_inference
+    from model_garden.inference.loading import load_for_inference
     from model_garden.masking.codec import ChatCodec
 
     threads = args.threads or default_threads()

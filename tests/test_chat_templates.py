@@ -51,7 +51,8 @@ def test_a_tool_calling_set_trains_with_a_tool_capable_template_and_predict_rend
     """SmolLM2's own template renders no tool calls; --chat-template chatml does, the run
     keeps it, and predict on the run renders its prompts with it."""
     from model_garden.data.sources import open_source
-    from model_garden.inference.predict import load_for_inference, predict
+    from model_garden.inference.loading import load_for_inference
+    from model_garden.inference.predict import predict
     from model_garden.masking.codec import ChatCodec
 
     data = _tool_data(tmp_path)

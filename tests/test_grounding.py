@@ -190,17 +190,17 @@ def test_a_model_pushed_to_invent_a_value_still_copies_a_span(smollm2_tokenizer,
     (tmp_path / "schema.json").write_text(json.dumps(DATES), encoding="utf-8")
 
     # The hook lives on this process's model object, so decode with it directly as predict's engine does.
-    from model_garden.inference import predict as predict_module
+    from model_garden.inference import loading as loading_module
 
     loaded = (model, smollm2_tokenizer)
-    original = predict_module.load_for_inference
-    predict_module.load_for_inference = lambda spec: loaded
+    original = loading_module.load_for_inference
+    loading_module.load_for_inference = lambda spec: loaded
     try:
         predict(folder, data, tmp_path / "plain.jsonl", max_new_tokens=24)
         steer.step = 0
         predict(folder, data, tmp_path / "grounded.jsonl", max_new_tokens=24, grounded=True)
     finally:
-        predict_module.load_for_inference = original
+        loading_module.load_for_inference = original
     plain = json.loads((tmp_path / "plain.jsonl").read_text())
     grounded = json.loads((tmp_path / "grounded.jsonl").read_text())
     assert json.loads(plain["output"])["date"] == INVENTED  # the steering works: left alone it invents

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from model_garden.evaluation.decoded import decoded_eval_factory
-from model_garden.inference.predict import load_for_inference
+from model_garden.inference.loading import load_for_inference
 from model_garden.options import ConfigError
 from model_garden.training import model_card
 from model_garden.training.config import TrainConfig

@@ -20,7 +20,8 @@ from model_garden.data.jsonl import JsonlDataset
 from model_garden import cores as cores_module
 from model_garden.cores import default_threads
 from model_garden.inference.generate import generate_batch, logit_width
-from model_garden.inference.predict import load_for_inference, predict
+from model_garden.inference.loading import load_for_inference
+from model_garden.inference.predict import predict
 from model_garden.masking import ChatCodec
 from model_garden.models import peft_quietly
 

@@ -169,7 +169,7 @@ def _invoke(args: list[str]) -> str:
 @pytest.mark.integration
 @pytest.mark.parametrize("variant", ["seconds-as-images", "temporal-tokens-video"])
 def test_cli_train_predict_evaluate(tiny, corpus, tmp_path, variant):
-    from model_garden.inference.predict import load_for_inference
+    from model_garden.inference.loading import load_for_inference
 
     out, preds = tmp_path / "run", tmp_path / "preds.jsonl"
     data = ["--annotations", corpus.ann, "--durations", corpus.durations, "--video-dir", corpus.videos]

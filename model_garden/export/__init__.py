@@ -36,7 +36,7 @@ from model_garden.export.llama_cpp import convert_gguf
 from model_garden.export.onnx_genai import build_onnx
 from model_garden.grammar import with_guidance
 from model_garden.inference.calibration_map import CALIBRATION_FILE
-from model_garden.inference.predict import load_for_inference
+from model_garden.inference.loading import load_for_inference
 
 FORMATS = ("merged", "onnx", "gguf")
 DTYPES = ("bfloat16", "float16", "float32")

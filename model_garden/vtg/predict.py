@@ -31,7 +31,8 @@ from typing import Any
 from model_garden.data.sample import Sample
 from model_garden.data.sources import SampleView
 from model_garden.inference.confidence import Reply
-from model_garden.inference.predict import hf_generator, load_for_inference, predict_samples
+from model_garden.inference.loading import hf_generator, load_for_inference
+from model_garden.inference.predict import predict_samples
 from model_garden.masking.codec import ChatCodec
 from model_garden.models import is_processor
 from model_garden.vtg.config import VTG_CONFIG_FILE, VTGConfig
