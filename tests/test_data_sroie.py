@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from model_garden import jsonfmt
 from model_garden.cli import app
 from model_garden.data.images import load_image
-from model_garden.data.schema import schema_for
-from model_garden.data.sroie import SCHEMA, Box, convert_sroie, reading_order
+from model_garden.data.schema import find_embedded_schema, schema_for
+from model_garden.data.sroie import DECODER_SCHEMA, SCHEMA, Box, convert_sroie, reading_order
 from model_garden.masking.scan import validate_dataset
 
 
@@ -94,13 +94,35 @@ def test_real_problems_are_reported(real):
 def test_every_reply_follows_the_schema(real):
     _, out, _ = real
     schema = json.loads((out / "schema.json").read_text(encoding="utf-8"))
-    assert schema == SCHEMA
-    validator = Draft202012Validator(schema)
+    assert schema == DECODER_SCHEMA  # the decoder's schema: the date pattern on
+    validator, outside = Draft202012Validator(schema), {}
     for record in _lines(out / "all.jsonl"):
         answer = json.loads(record["messages"][2]["content"])
         assert list(answer) == ["company", "date", "address", "total"]
-        assert not list(validator.iter_errors(answer)), record["id"]
-    assert schema_for(out / "train.jsonl") == SCHEMA
+        assert not list(Draft202012Validator(SCHEMA).iter_errors(answer)), record["id"]
+        outside |= {record["id"]: e.instance for e in validator.iter_errors(answer)}
+        # The prompt keeps the schema models were trained with.
+        assert find_embedded_schema(record["messages"][1]["content"]) == SCHEMA
+    # The date pattern was written from the training receipts' golds; one test receipt's
+    # date has a shape none of them has (docs/results/trust.md).
+    assert outside == {"414": "OCT 3, 2016"}
+    assert schema_for(out / "train.jsonl") == DECODER_SCHEMA
+
+
+@pytest.mark.parametrize(
+    ("date", "allowed"),
+    [("28/02/2016", True), ("06-04-16", True), ("12 MAR 2018", True), ("20180312", True), ("(27/03/2018)", True),
+     ("11:05", False),  # the time beside the date: a span of the receipt, not of date shape
+     ("0042", False)],  # a till number
+)
+def test_the_date_pattern_keeps_grounded_dates_to_date_shaped_spans(smollm2_tokenizer, date, allowed):
+    from model_garden.grammar import grammar_allows
+    from model_garden.inference.grounding import grounded_grammar
+
+    source = "TILL 0042\nDATE: 28/02/2016 11:05 06-04-16\n12 MAR 2018 20180312 (27/03/2018)\nTOTAL 110.00"
+    reply = jsonfmt.dumps({"company": None, "date": date, "address": None, "total": "110.00"})
+    assert grammar_allows(smollm2_tokenizer, grounded_grammar(DECODER_SCHEMA, source), reply) is allowed
+    assert grammar_allows(smollm2_tokenizer, grounded_grammar(SCHEMA, source), reply)  # without it, any span
 
 
 def test_vision_file_holds_the_jpegs(real):

@@ -240,12 +240,13 @@ def test_onnx_runtime_genai_decodes_like_hf_under_the_same_schema(onnx_fp32, mer
 
 
 def test_grounded_decoding_gives_the_same_replies_and_confidences_in_both_engines(onnx_fp32, merged_fp32, smollm2_tokenizer, shared_dir, tmp_path):
-    """A handful of real SROIE receipts, each with its own grounded grammar: hf and ONNX
+    """A handful of real SROIE receipts, each with its own grounded grammar (the schema
+    make-data writes, its date pattern included): hf and ONNX
     Runtime GenAI write the same replies, every string value a span of the OCR text."""
     from transformers import AutoModelForCausalLM
 
     from model_garden.data.sources import open_source
-    from model_garden.data.sroie import SCHEMA as RECEIPT, convert_sroie
+    from model_garden.data.sroie import DECODER_SCHEMA as RECEIPT, convert_sroie
     from model_garden.inference.engines import generate_ort
     from model_garden.inference.grounding import grounded_constraint, value_spans
     from model_garden.masking.codec import ChatCodec
