@@ -16,7 +16,9 @@ With ``--engine``, it times engines instead: each decodes the same prompt token 
 and constrained by the same schema (``--grounded``: each record's grounded grammar).
 Reported per engine: the tokens per second of whole calls (prefill included, as a user
 sees them); the prefill time, from a call that makes one token; the decoding speed
-without it; the tokens per second over all batches together; and how many replies equal
+without it; the tokens per second over all batches together; the time of one decoding
+step of the whole batch (which, unlike tokens/s, does not depend on how unequal the
+replies are in length); and how many replies equal
 the ``hf`` engine's (its batches in file order). ``--by-length`` adds each engine again on
 batches formed in order of prompt length, as ``predict`` forms them. ONNX Runtime GenAI
 runs on exports of ``--model`` made for the run (``--quantize fp32 int8 int4``). Both engines get ``--threads`` threads (default: the cores the
@@ -135,6 +137,9 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
     whole: dict[str, list[float]] = {name: [] for name in engines}
     prefill: dict[str, list[float]] = {name: [] for name in engines}
     decode: dict[str, list[float]] = {name: [] for name in engines}
+    # Seconds per decoding step of the whole batch: unlike tokens/s, it does not depend on
+    # how unequal the replies' lengths are (a batch steps until its longest reply ends).
+    step: dict[str, list[float]] = {name: [] for name in engines}
     totals = {name: [0, 0.0] for name in engines}  # new tokens, seconds: whole calls over all batches
     names = list(engines)
     for r in range(args.rounds):
@@ -152,13 +157,14 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
                 whole[name].append(tokens / seconds)
                 prefill[name].append(first)
                 decode[name].append(tokens * (steps - 1) / steps / (seconds - first))
+                step[name].append((seconds - first) / max(steps - 1, 1))
                 totals[name][0] += tokens
                 totals[name][1] += seconds
     grounding = ", grounded in each record's source" if args.grounded else ""
     print(f"{args.model}, CPU, torch and ONNX Runtime threads: {threads}; {len(ids)} prompts (about {statistics.mean(map(len, ids)):.0f} tokens) "
           f"x {args.rounds} rounds, batch {args.batch_size}, greedy, constrained{grounding}, up to {args.max_new_tokens} new tokens; medians over batches")
     hf = "hf" if "hf" in engines else None
-    print(f"{'engine':36} {'tokens/s':>9} {'vs hf':>6} {'prefill s':>10} {'decode tokens/s':>16} {'vs hf':>6} {'all batches':>12} {'vs hf':>6}  same replies as hf")
+    print(f"{'engine':36} {'tokens/s':>9} {'vs hf':>6} {'prefill s':>10} {'decode tokens/s':>16} {'vs hf':>6} {'all batches':>12} {'vs hf':>6} {'ms/step':>8}  same replies as hf")
     for name in names:
         speed, fast = statistics.median(whole[name]), statistics.median(decode[name])
         overall = totals[name][0] / totals[name][1]
@@ -166,7 +172,7 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
         decode_ratio = f"{fast / statistics.median(decode[hf]):6.2f}" if hf else "     -"
         overall_ratio = f"{overall / (totals[hf][0] / totals[hf][1]):6.2f}" if hf else "     -"
         same = f"{sum(replies[name][i] == replies[hf][i] for i in range(len(ids)))}/{len(ids)}" if hf else "-"
-        print(f"{name:36} {speed:9.1f} {ratio} {statistics.median(prefill[name]):10.3f} {fast:16.1f} {decode_ratio} {overall:12.1f} {overall_ratio}  {same}")
+        print(f"{name:36} {speed:9.1f} {ratio} {statistics.median(prefill[name]):10.3f} {fast:16.1f} {decode_ratio} {overall:12.1f} {overall_ratio} {1e3 * statistics.median(step[name]):8.1f}  {same}")
 
 
 def main() -> None:
