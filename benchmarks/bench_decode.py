@@ -13,13 +13,15 @@ Goal: constrained decoding costs at most 10% more time per token on CPU.
 
 With ``--engine``, it times engines instead: each decodes the same prompt token ids
 (``--dataset``, default the bundled example), ``--batch-size`` prompts per call, greedy
-and constrained by the same schema (``--grounded``: each record's grounded grammar).
+and constrained by the same schema (``--decodings grounded``: each record's grounded grammar;
+``--decodings plain grounded``: both, paired in one process, with what grounding costs).
 Reported per engine: the tokens per second of whole calls (prefill included, as a user
 sees them); the prefill time, from a call that makes one token; the decoding speed
 without it; the tokens per second over all batches together; the time of one decoding
 step of the whole batch (which, unlike tokens/s, does not depend on how unequal the
 replies are in length); and how many replies equal
-the ``hf`` engine's (its batches in file order). ``--by-length`` adds each engine again on
+the ``hf`` engine's (its batches in file order). ``hf-whole-prompts`` is the ``hf`` engine
+computing every prompt whole, without sharing the batch's common prefix. ``--by-length`` adds each engine again on
 batches formed in order of prompt length, as ``predict`` forms them. ONNX Runtime GenAI
 runs on exports of ``--model`` made for the run (``--quantize fp32 int8 int4``). Both engines get ``--threads`` threads (default: the cores the
 load average leaves idle, as ``predict`` does).
@@ -113,14 +115,25 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
     samples = list(JsonlDataset(args.dataset))[: args.limit]
     prompts = [codec.encode_prompt(s) for s in samples]
     ids = [p["input_ids"] for p in prompts]
-    constraints = [grounded_constraint(codec.schema(s), s, SOURCE_FIELD) if args.grounded else codec.schema(s) for s in samples]
-    engines = {}
-    if "hf" in args.engine:
-        engines["hf"] = lambda idx, budget: generate_batch(model, tokenizer, [prompts[i] for i in idx], schemas=[constraints[i] for i in idx], max_new_tokens=budget)
-    for precision in args.quantize if "onnxruntime-genai" in args.engine else ():
-        folder = export(args.model, tmp / precision, "onnx", quantize=precision)
-        engines[f"onnxruntime-genai {precision}"] = lambda idx, budget, f=folder: generate_ort(
-            f, [ids[i] for i in idx], [constraints[i] for i in idx], budget, threads=threads)
+    constraints = {"plain": [codec.schema(s) for s in samples]}
+    if "grounded" in args.decodings:
+        constraints["grounded"] = [grounded_constraint(codec.schema(s), s, SOURCE_FIELD) for s in samples]
+    engines, decoding_of = {}, {}
+    for decoding in args.decodings:  # the same engine under each constraint: a paired comparison in one process
+        tag, cons = ("" if decoding == "plain" else f", {decoding}"), constraints[decoding]
+        for engine, share in (("hf", True), ("hf-whole-prompts", False)):
+            if engine in args.engine:
+                name = f"hf{tag}" if share else f"hf, whole prompts{tag}"
+                engines[name] = lambda idx, budget, c=cons, share=share: generate_batch(
+                    model, tokenizer, [prompts[i] for i in idx], schemas=[c[i] for i in idx], max_new_tokens=budget, share_prefix=share)
+                decoding_of[name] = decoding
+        for precision in args.quantize if "onnxruntime-genai" in args.engine else ():
+            folder = tmp / precision
+            if not folder.exists():
+                export(args.model, folder, "onnx", quantize=precision)
+            engines[f"onnxruntime-genai {precision}{tag}"] = lambda idx, budget, f=folder, c=cons: generate_ort(
+                f, [ids[i] for i in idx], [c[i] for i in idx], budget, threads=threads)
+            decoding_of[f"onnxruntime-genai {precision}{tag}"] = decoding
 
     def batched(order: list[int]) -> list[list[int]]:
         return [order[lo : lo + args.batch_size] for lo in range(0, len(order), args.batch_size)]
@@ -130,6 +143,7 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
         order = by_prompt_length(codec, samples, range(len(samples)))
         for name in list(engines):
             engines[f"{name}, by length"], batches[f"{name}, by length"] = engines[name], batched(order)
+            decoding_of[f"{name}, by length"] = decoding_of[name]
     replies = {name: {} for name in engines}
     for name, run in engines.items():  # warm-up
         for b in batches[name]:
@@ -160,19 +174,29 @@ def compare_engines(args: argparse.Namespace, tmp: Path) -> None:
                 step[name].append((seconds - first) / max(steps - 1, 1))
                 totals[name][0] += tokens
                 totals[name][1] += seconds
-    grounding = ", grounded in each record's source" if args.grounded else ""
     print(f"{args.model}, CPU, torch and ONNX Runtime threads: {threads}; {len(ids)} prompts (about {statistics.mean(map(len, ids)):.0f} tokens) "
-          f"x {args.rounds} rounds, batch {args.batch_size}, greedy, constrained{grounding}, up to {args.max_new_tokens} new tokens; medians over batches")
-    hf = "hf" if "hf" in engines else None
-    print(f"{'engine':36} {'tokens/s':>9} {'vs hf':>6} {'prefill s':>10} {'decode tokens/s':>16} {'vs hf':>6} {'all batches':>12} {'vs hf':>6} {'ms/step':>8}  same replies as hf")
+          f"x {args.rounds} rounds, batch {args.batch_size}, greedy, constrained ({' and '.join(args.decodings)}), "
+          f"up to {args.max_new_tokens} new tokens; medians over batches")
+    print(f"{'engine':44} {'tokens/s':>9} {'vs hf':>6} {'prefill s':>10} {'decode tokens/s':>16} {'vs hf':>6} {'all batches':>12} {'vs hf':>6} {'ms/step':>8}  same replies as hf")
     for name in names:
+        # The reference is the hf engine in file order under the same constraint.
+        hf = next((n for n in names if n.split(", ")[0] == "hf" and "by length" not in n and "whole" not in n and decoding_of[n] == decoding_of[name]), None)
         speed, fast = statistics.median(whole[name]), statistics.median(decode[name])
         overall = totals[name][0] / totals[name][1]
         ratio = f"{speed / statistics.median(whole[hf]):6.2f}" if hf else "     -"
         decode_ratio = f"{fast / statistics.median(decode[hf]):6.2f}" if hf else "     -"
         overall_ratio = f"{overall / (totals[hf][0] / totals[hf][1]):6.2f}" if hf else "     -"
         same = f"{sum(replies[name][i] == replies[hf][i] for i in range(len(ids)))}/{len(ids)}" if hf else "-"
-        print(f"{name:36} {speed:9.1f} {ratio} {statistics.median(prefill[name]):10.3f} {fast:16.1f} {decode_ratio} {overall:12.1f} {overall_ratio} {1e3 * statistics.median(step[name]):8.1f}  {same}")
+        print(f"{name:44} {speed:9.1f} {ratio} {statistics.median(prefill[name]):10.3f} {fast:16.1f} {decode_ratio} {overall:12.1f} {overall_ratio} {1e3 * statistics.median(step[name]):8.1f}  {same}")
+    if len(args.decodings) > 1:  # what grounding costs, per engine, paired: the same batches in the same process
+        print(f"{'grounded / plain, time':44} {'whole call':>11} {'all batches':>12} {'ms/step':>8} {'tokens':>14}")
+        for name in names:
+            if decoding_of[name] == "grounded":
+                plain = name.replace(", grounded", "")
+                print(f"{plain:44} {statistics.median(whole[plain]) / statistics.median(whole[name]):10.3f}x "
+                      f"{(totals[plain][0] / totals[plain][1]) / (totals[name][0] / totals[name][1]):11.3f}x "
+                      f"{statistics.median(step[name]) / statistics.median(step[plain]):7.3f}x "
+                      f"{totals[name][0] / args.rounds:6.0f} / {totals[plain][0] / args.rounds:.0f}")
 
 
 def main() -> None:
@@ -180,7 +204,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating constrained/free rounds")
     parser.add_argument("--batch-size", type=int, default=1, help="prompts decoded together")
     parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--engine", nargs="+", choices=["hf", "onnxruntime-genai"],
+    parser.add_argument("--engine", nargs="+", choices=["hf", "hf-whole-prompts", "onnxruntime-genai"],
                         help="compare these engines' constrained tokens/s instead")
     parser.add_argument("--quantize", nargs="+", choices=["fp32", "int8", "int4"], default=["fp32", "int8", "int4"],
                         help="ONNX Runtime GenAI exports to time (with --engine)")
@@ -188,7 +212,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m", help="run or model to time (with --engine)")
     parser.add_argument("--dataset", default=BUNDLED_EXAMPLE, help="prompts and schemas (with --engine); default the bundled example")
     parser.add_argument("--limit", type=int, help="only the first N prompts (with --engine)")
-    parser.add_argument("--grounded", action="store_true", help="constrain with each record's grounded grammar (with --engine)")
+    parser.add_argument("--decodings", nargs="+", choices=["plain", "grounded"], default=["plain"],
+                        help="constrain by the schema (plain), by each record's grounded grammar, or both, paired (with --engine)")
     parser.add_argument("--by-length", action="store_true",
                         help="also time each engine on batches formed in order of prompt length, as predict forms them (with --engine)")
     args = parser.parse_args()

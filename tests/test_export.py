@@ -344,3 +344,28 @@ def test_vllm_decodes_like_hf_under_the_same_schema(merged_fp32, prompt_ids, smo
     merged = AutoModelForCausalLM.from_pretrained(merged_fp32).eval()
     want = [_hf_constrained(merged, smollm2_tokenizer, ids, SCHEMA, 24) for ids in prompt_ids]
     assert [r[:2] for r in generate_vllm(merged_fp32, prompt_ids, [SCHEMA] * len(prompt_ids), 24)] == [r[:2] for r in want]
+
+
+def test_vllm_missing_is_named_with_its_install_command(monkeypatch, prompt_ids):
+    import sys
+
+    from model_garden.inference import engines
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what a machine without vLLM sees on import
+    engines._vllm_engine.cache_clear()
+    with pytest.raises(ImportError, match=r"--engine vllm needs vLLM .*pip install 'model-garden\[vllm\]'"):
+        engines.generate_vllm("exports/merged", prompt_ids, [SCHEMA] * len(prompt_ids), 8)
+
+
+def test_a_missing_extra_is_one_line_of_bad_input_in_the_cli(monkeypatch, tmp_path, merged_fp32):
+    import sys
+
+    from model_garden.inference import engines
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    engines._vllm_engine.cache_clear()
+    (tmp_path / "data.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    result = CliRunner().invoke(app, ["predict", "--model", str(merged_fp32), "--engine", "vllm", "--no-constrained",
+                                      "--dataset", str(tmp_path / "data.jsonl"), "--out", str(tmp_path / "preds.jsonl")])
+    assert result.exit_code == 2, result.output
+    assert "error: --engine vllm needs vLLM (a supported GPU): pip install 'model-garden[vllm]'" in " ".join(result.output.split())

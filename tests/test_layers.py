@@ -23,7 +23,8 @@ PACKAGES = ("model_garden", "vtg_datasets")
 # below imports them; testing is test support that library code never imports.
 LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "base": (("model_garden", "model_garden.jsonfmt", "model_garden.options", "model_garden.progress",
-              "model_garden.models", "model_garden.vision_compat", "model_garden.grammar", "model_garden.locks"), ()),
+              "model_garden.models", "model_garden.vision_compat", "model_garden.grammar", "model_garden.locks",
+              "model_garden.extras"), ()),
     "data": (("model_garden.data",), ("base",)),
     "masking": (("model_garden.masking",), ("base", "data")),
     "training": (("model_garden.training",), ("base", "data", "masking")),

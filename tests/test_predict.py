@@ -207,3 +207,28 @@ def test_cli(tmp_path, tiny_model_dir, schema_file):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "no JSON schema" in result.output and "--no-constrained" in result.output
+
+
+def test_shared_prompt_prefix_is_computed_once_with_the_same_replies(smollm2_tokenizer):
+    from model_garden.inference.generate import MIN_SHARED_PREFIX, shared_prefix_length
+    from model_garden.models import load_model
+
+    model = load_model("smollm2-135m").eval()
+    data = JsonlDataset(BUNDLED_EXAMPLE)
+    codec = ChatCodec.for_data(smollm2_tokenizer, BUNDLED_EXAMPLE)
+    rows = (0, 1, 2)
+    prompts = [codec.encode_prompt(data[i]) for i in rows]
+    schemas = [codec.schema(data[i]) for i in rows]
+    assert len({len(p["input_ids"]) for p in prompts}) == len(rows)  # unequal: the rows are padded between prefix and rest
+    shared = shared_prefix_length(model, prompts)
+    assert shared >= MIN_SHARED_PREFIX
+    assert all(p["input_ids"][:shared] == prompts[0]["input_ids"][:shared] for p in prompts)
+    assert len({p["input_ids"][shared] for p in prompts}) > 1  # the longest shared run, not less
+    whole = generate_batch(model, smollm2_tokenizer, prompts, schemas=schemas, max_new_tokens=24, share_prefix=False)
+    shared_once = generate_batch(model, smollm2_tokenizer, prompts, schemas=schemas, max_new_tokens=24)
+    assert [r[:2] for r in shared_once] == [r[:2] for r in whole]
+    for a, b in zip(shared_once, whole):
+        assert a.scores.keys() == b.scores.keys()
+        for pointer in a.scores:
+            assert a.scores[pointer]["product"] == pytest.approx(b.scores[pointer]["product"], rel=1e-4)
+    assert shared_prefix_length(model, prompts[:1]) == 0  # nothing to share in a batch of one

@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from model_garden.extras import MissingExtra
+
 # Import names of what the builder needs beyond model-garden's own dependencies.
 _BUILDER_MODULES = ("onnxruntime_genai", "onnxruntime", "onnx", "onnx_ir")
 # int4 is k-quant with the output layer and the most sensitive layers at int8 (llama.cpp's
@@ -40,7 +42,7 @@ def build_onnx(model_dir: Path, out: Path, precision: str) -> None:
     """
     missing = [m for m in _BUILDER_MODULES if importlib.util.find_spec(m) is None]
     if missing:
-        raise ImportError(f"--format onnx needs {', '.join(missing)}: pip install 'model-garden[onnx]'")
+        raise MissingExtra(f"--format onnx needs {', '.join(missing)}: pip install 'model-garden[onnx]'")
     with tempfile.TemporaryDirectory(prefix=".onnx-cache-", dir=out.parent) as cache:
         cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder",
                "-i", str(model_dir), "-o", str(out), "-p", precision, "-e", "cpu", "-c", cache, *_BUILDER_OPTIONS.get(precision, [])]

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from transformers import AutoTokenizer
 
+from model_garden.extras import MissingExtra
 from model_garden.grammar import SchemaError, constraint_matcher, ll_tokenizer, with_guidance
 from model_garden.inference.confidence import GuidedRows, Reply, value_scores
 
@@ -39,7 +40,7 @@ def _ort_model(model_dir: str, threads: int | None, pad: int) -> tuple[Any, tupl
     try:  # an optional dependency (the onnx extra)
         import onnxruntime_genai as og
     except ImportError:
-        raise ImportError("--engine onnxruntime-genai needs the onnx extra: pip install 'model-garden[onnx]'") from None
+        raise MissingExtra("--engine onnxruntime-genai needs the onnx extra: pip install 'model-garden[onnx]'") from None
     genai_config = Path(model_dir) / "genai_config.json"
     if not genai_config.is_file():
         raise FileNotFoundError(f"{model_dir}: no genai_config.json; make one with model-garden export RUN --format onnx")
@@ -152,6 +153,18 @@ def generate_ort(
     return replies
 
 
+@functools.lru_cache(maxsize=1)
+def _vllm_engine(model_dir: str) -> Any:
+    try:  # an optional dependency that needs a GPU
+        from vllm import LLM
+    except ImportError:
+        raise MissingExtra("--engine vllm needs vLLM (a supported GPU): pip install 'model-garden[vllm]'") from None
+    # Only the guidance backend reads the schema's x-guidance layout; no silent fallback.
+    # Prefix caching computes the prompt's shared instructions and schema once, as the
+    # hf engine does within a batch (said explicitly: its default has changed between versions).
+    return LLM(model=model_dir, enable_prefix_caching=True, structured_outputs_config={"backend": "guidance", "disable_fallback": True})
+
+
 def _vllm_guide(constraint: dict | str | None) -> Any:
     from vllm.sampling_params import StructuredOutputsParams  # optional (GPU); _vllm_engine says how to install it
 
@@ -168,13 +181,12 @@ def generate_vllm(model_dir: str | Path, prompt_ids: list[list[int]], schemas: l
     :func:`generate_ort`; ``model_dir`` is a merged export (``--format merged``). The
     replies carry no value scores: vLLM's log-probabilities do not say which tokens the
     grammar forced. Untested here: vLLM needs a GPU this machine lacks."""
-    # vLLM is optional (a GPU extra); _vllm_engine says how to install it.
+    if schemas is not None and len(schemas) != len(prompt_ids):
+        raise ValueError(f"{len(schemas)} schemas for {len(prompt_ids)} prompts")
+    llm = _vllm_engine(str(model_dir))  # first: it says how to install vLLM where it is missing
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    if schemas is not None and len(schemas) != len(prompt_ids):
-        raise ValueError(f"{len(schemas)} schemas for {len(prompt_ids)} prompts")
-    llm = _vllm_engine(str(model_dir))
     params = [
         SamplingParams(
             temperature=0.0,
