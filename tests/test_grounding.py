@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from model_garden import jsonfmt
 from model_garden.data.sample import DataError, Sample
