@@ -38,7 +38,7 @@ def by_prompt_length(codec: Any, samples: Sequence[Any], indices: Sequence[int])
     return sorted(indices, key=lambda i: len(codec.prompt_text(samples[i])[0]))
 
 
-# Below this many shared tokens the prefix's own forward pass costs about what it saves.
+# A shorter shared prefix saves little, and its own forward pass has a fixed cost (a guess, not tuned).
 MIN_SHARED_PREFIX = 32
 
 
