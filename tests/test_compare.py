@@ -124,6 +124,11 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     assert partial["missing"] == ["none-seed2", "aggressive-seed2"] and not (out / "runs/none-seed2").exists()
     assert set(partial["runs"]) == set(runs) and partial["table"]["none"]["train_runtime_s"]["n"] == 2
     assert "Not run (so left out of every mean): none-seed2, aggressive-seed2." in (out / "report.md").read_text()
+    # Records drawn by cluster (here by the gold's make): the same differences, resampled by make.
+    by_make = compare(dataclasses.replace(cfg, report_only=True, cluster_by="/Marque"))
+    clustered = by_make["table"]["aggressive"]["constrained/field_accuracy"]
+    assert clustered["diff"] == cell["diff"] and clustered["paired"]["method"] == "hierarchical bootstrap over 2 clusters"
+    assert "`--cluster-by /Marque`, 2 clusters" in (out / "report.md").read_text()
     # A finished run whose masks this version no longer builds (the mask code changed) is refused.
     stats_path = out / "runs/aggressive-seed1/mask_stats.json"
     stats = json.loads(stats_path.read_text())

@@ -72,6 +72,48 @@ def test_bootstrap_resolves_a_large_known_difference():
     assert paired_bootstrap(strategy, baseline) == d
 
 
+def test_bootstrap_by_cluster_counts_records_that_move_together():
+    # 10 clusters of 20 records; within a cluster the strategy is right on all records or
+    # none (a shop whose layout decides every receipt): the evidence is 10 draws, not 200.
+    # The same on every seed, so only the records' variance counts.
+    per_cluster = np.tile(np.array([1, 1, 1, 0, 1, 0, 0, 1, 0, 1], dtype=bool), (3, 1))
+    strategy = (np.repeat(per_cluster, 20, axis=1).astype(float), np.ones((3, 200)))
+    baseline = (np.zeros((3, 200)), np.ones((3, 200)))
+    shops = [f"shop{i // 20}" for i in range(200)]
+    plain = paired_bootstrap(strategy, baseline)
+    clustered = paired_bootstrap(strategy, baseline, clusters=shops)
+    # The same data summarised one row per cluster: what the clustered bootstrap should match.
+    collapsed = paired_bootstrap((per_cluster.astype(float), np.ones((3, 10))), (np.zeros((3, 10)), np.ones((3, 10))))
+    assert clustered.diff == plain.diff == pytest.approx(per_cluster.mean())
+    assert clustered.se == pytest.approx(collapsed.se, rel=0.1)
+    assert clustered.se > 3 * plain.se  # about sqrt(20) wider
+    assert clustered.method == "hierarchical bootstrap over 10 clusters" and clustered.records == 200
+    # Every record its own cluster: the plain bootstrap's spread.
+    singletons = paired_bootstrap(strategy, baseline, clusters=list(range(200)))
+    assert singletons.se == pytest.approx(plain.se, rel=0.1)
+    with pytest.raises(ValueError, match="2 clusters for 200 records"):
+        paired_bootstrap(strategy, baseline, clusters=["a", "b"])
+
+
+def test_record_clusters_from_a_key_or_the_gold_reply(tmp_path):
+    import json
+
+    from model_garden.data.sample import DataError
+    from model_garden.experiments.paired import record_clusters
+
+    path = tmp_path / "test.jsonl"
+    rows = [("A", "x"), ("B", "y"), ("A", "z")]
+    path.write_text("".join(json.dumps({"vendor": v, "messages": [
+        {"role": "user", "content": "receipt"}, {"role": "assistant", "content": json.dumps({"shop": {"name": n}})}]}) + "\n"
+        for v, n in rows), encoding="utf-8")
+    assert record_clusters(path, "vendor") == {1: '"A"', 2: '"B"', 3: '"A"'}
+    assert record_clusters(path, "/shop/name") == {1: '"x"', 2: '"y"', 3: '"z"'}
+    with pytest.raises(DataError, match=r"test.jsonl:1: --cluster-by /shop/city: the record has no such value in its reply"):
+        record_clusters(path, "/shop/city")
+    with pytest.raises(DataError, match=r"test.jsonl:1: --cluster-by store: the record has no such key"):
+        record_clusters(path, "store")
+
+
 def test_bootstrap_does_not_resolve_no_difference():
     strategy, baseline = _synthetic(0.6, 0.6, seed=3)
     d = paired_bootstrap(strategy, baseline)
@@ -222,6 +264,12 @@ def test_summary_pairs_two_decodings_of_the_same_runs():
     text = markdown(summary)
     assert "### `grounded` against `constrained` decoding, on the `none` runs" in text
     assert "| field accuracy | resolved: grounded better by 12.5 points" in text and "| a | 18 / 3, p = " in text
+    # Records in 2 clusters (grounded's gain, records 24-29, all in the first): 2 draws a seed: a wider interval.
+    clustered = summarize(runs, ["none"], clusters={line: "early" if line <= 30 else "late" for line in range(1, 41)})
+    by_cluster = clustered["across_decodings"]["none"]["grounded"]["differences"]["field_accuracy"]
+    assert by_cluster["diff"] == acc["diff"] and by_cluster["method"] == "hierarchical bootstrap over 2 clusters"
+    assert by_cluster["high"] - by_cluster["low"] > acc["high"] - acc["low"] and clustered["bootstrap"]["clusters"] == 2
+    assert "`--cluster-by /shop`, 2 clusters" in markdown(clustered | {"config": {"cluster_by": "/shop"}})
     # a run without the other decoding's per-record outcomes pairs nothing
     del runs[0]["records"]["grounded"]
     assert summarize(runs, ["none"])["across_decodings"] == {}

@@ -37,6 +37,7 @@ from model_garden.evaluation.calibration import confidence_metrics, evaluate_con
 from model_garden.evaluation.decoded import decoded_eval_factory
 from model_garden.experiments.launch import launch
 from model_garden.experiments.options import CompareOptions, LaunchOptions, arm_folder, parse_arm
+from model_garden.experiments.paired import record_clusters
 from model_garden.experiments.report import write_report
 from model_garden.experiments.summary import summarize
 from model_garden.inference.predict import predict
@@ -261,6 +262,7 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
         The summary written to ``OUT/summary.json`` (see ``experiments.report``).
     """
     console = console or Console(stderr=True)
+    clusters = record_clusters(cfg.judged_on, cfg.cluster_by) if cfg.cluster_by else None  # a bad key fails before training
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     planned = [(strategy, seed) for seed in cfg.seeds for strategy in cfg.strategies]
@@ -281,7 +283,7 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
         torch.set_num_threads(previous)  # the caller's threads, as they were
     if not runs:
         raise ValueError(f"--report-only: no finished run under {out / 'runs'}")
-    summary = summarize(runs, cfg.strategies, target_loss=cfg.target_loss)
+    summary = summarize(runs, cfg.strategies, target_loss=cfg.target_loss, clusters=clusters)
     summary["missing"] = missing
     summary["shared"] = {f"{r['strategy']}-seed{r['seed']}": r["same_as"] for r in runs if "same_as" in r}
     summary["config"] = {
@@ -290,6 +292,7 @@ def compare(cfg: CompareConfig, *, console: Console | None = None) -> dict[str, 
         "decodings": cfg.decodings,
         "calibration_dataset": cfg.calibration_dataset,
         "test_dataset": cfg.test_dataset,
+        "cluster_by": cfg.cluster_by,
         "predict_limit": cfg.predict_limit,
         "max_new_tokens": cfg.max_new_tokens,
         "train": cfg.train.to_dict(),

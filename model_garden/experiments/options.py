@@ -58,6 +58,7 @@ class CompareOptions:
         predict_batch_size: Prompts decoded together.
         max_new_tokens: Generation budget per reply.
         target_loss: Eval value loss a run must reach for "steps to target" (default: the best value the baseline reaches with the same seed).
+        cluster_by: Judged records that are not independent draws (receipts of one shop, pages of one document): the paired bootstrap resamples their clusters, each with all its records. A top-level key of every record (vendor) or a JSON Pointer into its gold reply (/company).
         report_only: Train and decode nothing: report the finished runs and list the missing ones.
     """
 
@@ -71,6 +72,7 @@ class CompareOptions:
     predict_batch_size: int = 8
     max_new_tokens: int = 256
     target_loss: float | None = None
+    cluster_by: str | None = None
     report_only: bool = False
 
     def __post_init__(self) -> None:

@@ -13,19 +13,52 @@ adjusted for the number of fields.
 ``across_decodings`` pairs two decodings of the same runs instead (grounded against the
 plain constraint, say): the same models on the same records, so only the decoding differs.
 
+``record_clusters`` reads each judged record's cluster (``compare --cluster-by``) for a
+bootstrap that resamples clusters of records rather than records (``experiments.stats``).
+
 Try it: see ``tests/test_stats.py``.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from model_garden.data.sample import DataError
+from model_garden.data.sources import open_source
 from model_garden.evaluation.metrics import record_ratios
+from model_garden.inference.pointers import resolve
 from model_garden.experiments.stats import Difference, mcnemar, paired_bootstrap
 
 Run = dict[str, Any]
+
+
+def _cluster(sample: Any, key: str) -> Any:
+    if not key.startswith("/"):
+        return sample.meta.get(key)
+    try:
+        return resolve(json.loads(sample.reply), key)
+    except ValueError:  # a reply that is not JSON has no such value
+        return None
+
+
+def record_clusters(dataset: str | Path, key: str) -> dict[int, str]:
+    """Each record's cluster (by its 1-based dataset line): the record's top-level ``key``,
+    or, for a JSON Pointer (``/company``), that value of its gold reply.
+
+    Raises:
+        DataError: a record without it, naming the record and the flag.
+    """
+    clusters = {}
+    for i, sample in enumerate(open_source(dataset), start=1):
+        value = _cluster(sample, key)
+        if value is None:
+            raise DataError(f"{sample.where}: --cluster-by {key}: the record has no such {'value in its reply' if key.startswith('/') else 'key'}")
+        clusters[sample.line or i] = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return clusters
 
 
 def aligned(runs: list[Run], decoding: str) -> list[np.ndarray] | None:
@@ -41,10 +74,13 @@ def aligned(runs: list[Run], decoding: str) -> list[np.ndarray] | None:
     return [np.array([index[x] for x in common], dtype=int) for index in indexes]
 
 
-def paired_eval(strategy_runs: list[Run], base_runs: list[Run], decoding: str, key: str) -> Difference | None:
+def paired_eval(
+    strategy_runs: list[Run], base_runs: list[Run], decoding: str, key: str, clusters: dict[int, str] | None = None
+) -> Difference | None:
     """Hierarchical bootstrap of a decoded metric's difference over the seeds both ran
     (``strategy_runs[k]`` and ``base_runs[k]`` share a seed); None without records, or
-    for a metric that is not a ratio of per-record sums (confidence AUROC, say)."""
+    for a metric that is not a ratio of per-record sums (confidence AUROC, say).
+    ``clusters`` (eval record's dataset line -> its cluster) resamples clusters of records."""
     rows = aligned(strategy_runs + base_runs, decoding)
     if rows is None or not len(rows[0]) or key not in record_ratios(strategy_runs[0]["records"][decoding]):
         return None
@@ -54,7 +90,10 @@ def paired_eval(strategy_runs: list[Run], base_runs: list[Run], decoding: str, k
         return np.stack([num[i] for (num, _), i in zip(ratios, idx)]), np.stack([den[i] for (_, den), i in zip(ratios, idx)])
 
     n = len(strategy_runs)
-    return paired_bootstrap(side(strategy_runs, rows[:n]), side(base_runs, rows[n:]))
+    first = strategy_runs[0]["records"][decoding]
+    lines = list(first.get("line", range(len(first["json_valid"]))))
+    of = [clusters[lines[i]] for i in rows[0]] if clusters is not None else None
+    return paired_bootstrap(side(strategy_runs, rows[:n]), side(base_runs, rows[n:]), clusters=of)
 
 
 def _correct(run: Run, decoding: str, name: str) -> np.ndarray:
@@ -82,7 +121,7 @@ def field_tests(strategy_runs: list[Run], base_runs: list[Run], decoding: str) -
     return out
 
 
-def across_decodings(runs: list[Run], decoding: str, base: str) -> dict[str, Any] | None:
+def across_decodings(runs: list[Run], decoding: str, base: str, clusters: dict[int, str] | None = None) -> dict[str, Any] | None:
     """``decoding`` against ``base`` on the same runs (one per seed): the bootstrapped
     difference of field accuracy and JSON validity, and McNemar per field; None unless
     every run holds per-record outcomes of both."""
@@ -91,6 +130,6 @@ def across_decodings(runs: list[Run], decoding: str, base: str) -> dict[str, Any
     # Both sides under the name ``base``, so paired_eval and field_tests pair them as two strategies.
     mine, theirs = ([{**r, "records": {base: r["records"][d]}} for r in runs] for d in (decoding, base))
     return {
-        "differences": {key: paired_eval(mine, theirs, base, key) for key in ("field_accuracy", "json_valid")},
+        "differences": {key: paired_eval(mine, theirs, base, key, clusters) for key in ("field_accuracy", "json_valid")},
         "mcnemar": field_tests(mine, theirs, base),
     }

@@ -79,6 +79,12 @@ def rich_table(summary: dict[str, Any]) -> Table:
 
 def _method(summary: dict[str, Any]) -> str:
     boot = summary.get("bootstrap", {})
+    clustered = (
+        f" Eval records are not independent draws here: each draw takes a cluster of them (`--cluster-by "
+        f"{summary.get('config', {}).get('cluster_by')}`, {boot['clusters']} clusters) with all its records."
+        if boot.get("clusters")
+        else ""
+    )
     return (
         "Decoded metrics: the difference of the metric pooled over seeds and eval records, with the 2.5th and 97.5th "
         f"percentiles of {boot.get('replicates')} hierarchical bootstrap replicates (seeds drawn with replacement, then eval "
@@ -88,7 +94,7 @@ def _method(summary: dict[str, Any]) -> str:
         "runs without per-record outcomes: mean of per-seed differences with a Student-t interval. A difference is "
         "*resolved* when its 95% interval excludes 0. Where it is not, \"could have detected\" is the smallest true "
         "difference a two-sided test at alpha 0.05 would find with 80% power: (z(0.975) + z(0.80)) x SE = 2.80 x the "
-        "bootstrap standard error (t quantiles for Student-t intervals)."
+        "bootstrap standard error (t quantiles for Student-t intervals)." + clustered
     )
 
 

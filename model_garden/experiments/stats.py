@@ -9,6 +9,9 @@
   ``numpy.random.Generator`` with a fixed seed: the same data gives the same report.
   With one seed only record variance is counted; with two or three, the seed level
   under-counts seed variance (a bootstrap of n values has (n - 1) / n of their variance).
+  Records that are not independent draws (receipts of one shop, pages of one document)
+  make that interval too narrow: given each record's cluster, a replicate draws clusters
+  with replacement instead, each with all its records (``compare --cluster-by``).
 * ``interval``: mean and 95% Student-t half-width over seeds, for the levels.
 * ``seed_difference``: for numbers measured once per run (value loss, steps, time)
   there are no records to resample, and a bootstrap of 2-5 seed differences cannot be
@@ -101,6 +104,7 @@ def paired_bootstrap(
     strategy: tuple[np.ndarray, np.ndarray],
     baseline: tuple[np.ndarray, np.ndarray],
     *,
+    clusters: Sequence[object] | None = None,
     n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
 ) -> Difference | None:
@@ -110,6 +114,8 @@ def paired_bootstrap(
         strategy, baseline: ``(num, den)`` arrays of shape (seeds, records), row k of both
             from the same seed, column j from the same eval record; the metric of a set
             of (seed, record) cells is ``sum(num) / sum(den)``.
+        clusters: Per record (column), its cluster; records are then drawn a cluster at
+            a time (module docstring). ``None``: every record is its own cluster.
         n_boot: Replicates.
         seed: Seed of the resampling generator.
 
@@ -126,18 +132,31 @@ def paired_bootstrap(
     rng = np.random.default_rng(seed)
     reps = np.empty(n_boot)
     chunk = max(1, CELLS_PER_CHUNK // (n_seeds * n_records))
+    if clusters is not None and len(clusters) != n_records:
+        raise ValueError(f"{len(clusters)} clusters for {n_records} records")
+    # Each record's cluster, numbered 0..k-1; without clusters, each record is one.
+    cluster_of = np.unique(np.asarray(clusters, dtype=str), return_inverse=True)[1] if clusters is not None else None
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         seeds = rng.integers(0, n_seeds, size=(size, n_seeds, 1))  # seeds drawn per replicate
-        records = rng.integers(0, n_records, size=(size, n_seeds, n_records))  # records drawn within each
-        reps[start : start + size] = _pooled(num_a[seeds, records], den_a[seeds, records], (1, 2)) - _pooled(
-            num_b[seeds, records], den_b[seeds, records], (1, 2)
+        if cluster_of is None:
+            records = rng.integers(0, n_records, size=(size, n_seeds, n_records))  # records drawn within each
+            reps[start : start + size] = _pooled(num_a[seeds, records], den_a[seeds, records], (1, 2)) - _pooled(
+                num_b[seeds, records], den_b[seeds, records], (1, 2)
+            )
+            continue
+        k = int(cluster_of.max()) + 1
+        # A cluster drawn m times counts each of its records m times: weights, not copies.
+        weight = rng.multinomial(k, np.full(k, 1 / k), size=(size, n_seeds))[:, :, cluster_of]
+        reps[start : start + size] = _pooled(num_a[seeds[..., 0]] * weight, den_a[seeds[..., 0]] * weight, (1, 2)) - _pooled(
+            num_b[seeds[..., 0]] * weight, den_b[seeds[..., 0]] * weight, (1, 2)
         )
     reps = reps[~np.isnan(reps)]  # a replicate whose draw counts nothing on one side (rare)
     low, high = np.quantile(reps, [0.025, 0.975])
     se = float(np.std(reps, ddof=1))
     z = norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER)
-    return Difference(float(point), float(low), float(high), se, float(z * se), "hierarchical bootstrap", n_seeds, n_records)
+    method = "hierarchical bootstrap" if cluster_of is None else f"hierarchical bootstrap over {int(cluster_of.max()) + 1} clusters"
+    return Difference(float(point), float(low), float(high), se, float(z * se), method, n_seeds, n_records)
 
 
 def interval(values: Sequence[float | None]) -> tuple[float | None, float | None]:

@@ -103,7 +103,17 @@ def units(key: str) -> dict[str, Any]:
     return {"scale": 1, "digits": 0, "unit": "s"} if key == "train_runtime_s" else {"scale": 1, "digits": 3, "unit": ""}
 
 
-def summarize(runs: list[Run], strategies: list[str], *, target_loss: float | None = None) -> dict[str, Any]:
+def _scored_clusters(runs: list[Run], clusters: dict[int, str] | None) -> int | None:
+    """How many clusters the scored eval records fall in (``None``: not clustered)."""
+    if not clusters:
+        return None
+    lines = {line for r in runs for table in (r.get("records") or {}).values() for line in table.get("line", [])}
+    return len({clusters[line] for line in lines if line in clusters})
+
+
+def summarize(
+    runs: list[Run], strategies: list[str], *, target_loss: float | None = None, clusters: dict[int, str] | None = None
+) -> dict[str, Any]:
     """Aggregate runs per strategy and decoding, and pair each strategy with the baseline.
 
     Args:
@@ -111,6 +121,8 @@ def summarize(runs: list[Run], strategies: list[str], *, target_loss: float | No
             per-record table, when there is one).
         strategies: Their order; the first is the baseline.
         target_loss: Fixed target for steps-to-target; default per seed the baseline's best.
+        clusters: Per eval record (dataset line), its cluster: the bootstrap then draws
+            clusters of records (``experiments.stats``).
     """
     baseline = strategies[0]
     by_key = {(r["strategy"], r["seed"]): r for r in runs}
@@ -132,7 +144,7 @@ def summarize(runs: list[Run], strategies: list[str], *, target_loss: float | No
             m, ci = interval(values)
             cell: dict[str, Any] = {"mean": m, "ci": ci, "n": sum(v is not None for v in values), "diff": None}
             if strategy != baseline:
-                d = paired_eval(mine, theirs, *key.split("/")) if "/" in key and paired_seeds else None
+                d = paired_eval(mine, theirs, *key.split("/"), clusters) if "/" in key and paired_seeds else None
                 if d is None:
                     a, b = ([per_run[(x, s)].get(key) for s in paired_seeds] for x in (strategy, baseline))
                     d = seed_difference([x - y for x, y in zip(a, b) if x is not None and y is not None])
@@ -150,7 +162,7 @@ def summarize(runs: list[Run], strategies: list[str], *, target_loss: float | No
     for strategy in strategies:
         own = [by_key[(strategy, s)] for s in seeds if (strategy, s) in by_key]
         for d in decodings[1:]:
-            if res := across_decodings(own, d, decodings[0]):
+            if res := across_decodings(own, d, decodings[0], clusters):
                 across.setdefault(strategy, {})[d] = {
                     "differences": {
                         k: diff.as_dict() | {"verdict": verdict(diff, d, higher_is_better=True, **units(f"{d}/{k}"))} if diff else None
@@ -165,7 +177,7 @@ def summarize(runs: list[Run], strategies: list[str], *, target_loss: float | No
         "seeds": seeds,
         "decodings": decodings,
         "convergence": CONVERGENCE[basis],
-        "bootstrap": {"replicates": N_BOOT, "seed": BOOT_SEED},
+        "bootstrap": {"replicates": N_BOOT, "seed": BOOT_SEED, "clusters": _scored_clusters(runs, clusters)},
         "table": table,
         "mcnemar": tests,
         "across_decodings": across,

@@ -10,6 +10,7 @@ Evaluation scores *fields*: the gold object's leaves under dotted keys, where li
 compared whole (``evaluation.metrics``). ``metric_field`` maps a pointer to the field it
 is scored under, and ``field_confidences`` gives each field the lowest confidence among
 its leaves: a list is as trustworthy as its weakest item.
+``resolve`` reads the value a pointer names in parsed JSON (``compare --cluster-by /company``).
 
 Try it: ``python -m model_garden.inference.pointers '{"a": {"b": [1, "x"]}, "c": null}'``
 """
@@ -107,6 +108,20 @@ def metric_field(pointer: str) -> str:
             break
         keys.append(unescape(token))
     return ".".join(keys)
+
+
+def resolve(value: Any, pointer: str) -> Any:
+    """The value ``pointer`` names in a parsed JSON ``value`` (RFC 6901), ``None`` where
+    there is none."""
+    for token in pointer.split("/")[1:]:
+        token = unescape(token)
+        if isinstance(value, dict):
+            value = value.get(token)
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            return None
+    return value
 
 
 def field_confidences(confidence: dict[str, float]) -> dict[str, float]:
