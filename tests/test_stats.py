@@ -270,6 +270,11 @@ def test_summary_pairs_two_decodings_of_the_same_runs():
     assert by_cluster["diff"] == acc["diff"] and by_cluster["method"] == "hierarchical bootstrap over 2 clusters"
     assert by_cluster["high"] - by_cluster["low"] > acc["high"] - acc["low"] and clustered["bootstrap"]["clusters"] == 2
     assert "`--cluster-by /shop`, 2 clusters" in markdown(clustered | {"config": {"cluster_by": "/shop"}})
+    # A dataset changed after the runs (a scored line without a cluster): one line, not a KeyError.
+    from model_garden.data.sample import DataError
+
+    with pytest.raises(DataError, match="no record at line 40, which the runs scored"):
+        summarize(runs, ["none"], clusters={line: "a" for line in range(1, 40)})
     # a run without the other decoding's per-record outcomes pairs nothing
     del runs[0]["records"]["grounded"]
     assert summarize(runs, ["none"])["across_decodings"] == {}

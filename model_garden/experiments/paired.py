@@ -92,6 +92,8 @@ def paired_eval(
     n = len(strategy_runs)
     first = strategy_runs[0]["records"][decoding]
     lines = list(first.get("line", range(len(first["json_valid"]))))
+    if clusters is not None and (gone := [lines[i] for i in rows[0] if lines[i] not in clusters]):
+        raise DataError(f"--cluster-by: the judged dataset has no record at line {gone[0]}, which the runs scored; was it changed after them?")
     of = [clusters[lines[i]] for i in rows[0]] if clusters is not None else None
     return paired_bootstrap(side(strategy_runs, rows[:n]), side(base_runs, rows[n:]), clusters=of)
 
