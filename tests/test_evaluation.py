@@ -361,9 +361,12 @@ def test_cli_end_to_end(files, tmp_path):
     # percentages everywhere: field accuracy 2/6, gold-not-null 2/5, JSON valid 1/3
     assert "33.3%" in result.output and "40.0%" in result.output and "0.333" not in result.output
     assert "field accuracy (gold not null)" in result.output
+    # the wrong fields by kind: line 1's company (case) is in no source, lines 3 and 4 gave no object
+    assert "wrong fields by kind" in result.output
     report = json.loads(out.read_text())
     assert report["case_insensitive"] is True and report["metrics"]["field_accuracy"] == pytest.approx(2 / 6)
     assert report["metrics"]["per_field"]["company"]["accuracy"] == pytest.approx(1 / 3)
+    assert report["errors"]["counts"]["invalid"] == 4 and sum(report["errors"]["counts"].values()) == 4
 
     default = CliRunner().invoke(app, args)
     assert default.exit_code == 0 and (tmp_path / "preds.report.json").is_file()

@@ -100,7 +100,8 @@ def test_page_sorts_by_confidence_and_filters(receipts, tmp_path, browser):
     company = page.locator('#line-2 tr[data-pointer="/company"]')
     assert company.get_attribute("data-correct") == "false" and company.get_attribute("data-confidence") == "0.30"
     assert company.locator("del").inner_text() == "I" and company.locator("ins").count() == 0
-    assert company.locator("td").nth(4).inner_text() == "wrong"
+    assert company.locator("td").nth(4).inner_text() == "wrong: other"  # a misread
+    assert page.locator('#line-3 tr[data-pointer="/total"] td').nth(4).inner_text() == "wrong: invalid"
     assert page.locator('#line-4 tr[data-pointer="/company"] td').nth(1).inner_text() == SCRIPT_VALUE
     assert page.locator("#line-4 b").count() == 0
     marks = page.locator("#line-1 pre.source mark")
@@ -149,7 +150,8 @@ def test_images_are_embedded_downscaled(tmp_path, browser):
     assert image.count() == 1
     image.evaluate("img => img.decode()")  # fails unless the browser can decode the embedded bytes
     assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1000, 200]
-    assert page.locator('#line-1 tr[data-pointer="/total"] td').nth(4).inner_text() == "wrong"
+    # the prompt's text is no document: the gold is not blamed for being absent from it
+    assert page.locator('#line-1 tr[data-pointer="/total"] td').nth(4).inner_text() == "wrong: other"
     page.close()
 
 
@@ -164,7 +166,7 @@ def test_list_items_are_rows_and_the_source_field_comes_from_meta(tmp_path):
     assert rows == [("/items/0", "items", "true"), ("/items/1", "items", "false"), ("/total", "total", "true")]
     assert '<option value="items">items</option><option value="total">total</option>' in html
     assert '<pre class="source"><mark title="/items/0">tea</mark> cake TOTAL <mark title="/total">9.00</mark></pre>' in html
-    assert "cake<ins>s</ins>" in html
+    assert "cake<ins>s</ins>" in html and "wrong: boundary" in html  # one contains the other
 
 
 def test_cli_writes_the_page(receipts, tmp_path):

@@ -47,7 +47,7 @@ def evaluate(
     with user_errors():
         from model_garden.evaluation.calibration import evaluate_confidence
         from model_garden.evaluation.calibration_plots import plot_precision_coverage, plot_reliability
-        from model_garden.evaluation.report import confidence_table, evaluate_files, report_tables
+        from model_garden.evaluation.report import confidence_table, errors_table, evaluate_files, report_tables
 
         report = evaluate_files(
             predictions, dataset, schema=schema, case_insensitive=case_insensitive, predicted_only=predicted_only,
@@ -56,6 +56,7 @@ def evaluate(
         report["confidence"] = evaluate_confidence(predictions, report, calibration)
         for table in report_tables(report):
             console.print(table)
+        console.print(errors_table(report))
         if report["confidence"] is not None:
             console.print(confidence_table(report["confidence"]))
         check = report["source_check"]

@@ -44,6 +44,7 @@ SHAREGPT_ROLES = {
 }
 # The record key that names the text a reply's values come from (``Sample.source_text``).
 SOURCE_FIELD = "source"
+MEDIA_PARTS = ("image", "image_url", "video")  # content part types that carry a picture, not text
 LAYOUTS = "'messages', 'prompt' + 'completion', or ShareGPT 'conversations'"
 
 
@@ -111,6 +112,20 @@ class Sample:
             parts = [content] if isinstance(content, str) else [p.get("text") for p in content or [] if isinstance(p, dict)]
             texts += [t for t in parts if isinstance(t, str) and t]
         return "\n".join(texts) or None
+
+    def document_text(self, field: str = SOURCE_FIELD) -> str | None:
+        """``source_text`` where it holds the document the gold was read from; ``None``
+        when the record names no ``field`` and its user turns carry an image or a video:
+        then the document is the picture, and the prompt's text (instructions) says
+        nothing about which values it contains."""
+        if isinstance(self.meta.get(field), str):
+            return self.meta[field]
+        media = any(
+            isinstance(p, dict) and p.get("type") in MEDIA_PARTS
+            for msg in self.messages if msg.get("role") == "user" and isinstance(msg.get("content"), list)
+            for p in msg["content"]
+        )
+        return None if media else self.source_text(field)
 
 
 def _drop_none(value: Any) -> Any:

@@ -29,6 +29,7 @@ from model_garden.data.jsonl import DataError, Sample
 from model_garden.data.sample import SOURCE_FIELD
 from model_garden.data.schema import load_schema, schema_for
 from model_garden.data.sources import open_source
+from model_garden.evaluation.errors import KINDS, error_kinds
 from model_garden.evaluation.metrics import aggregate, score_records, without_confidence
 from model_garden.inference.grounding import normalized_source
 
@@ -164,7 +165,7 @@ def evaluate_files(
     explicit = load_schema(schema) if schema is not None else None
     meta = Path(f"{predictions}.meta.json")
     source_field = (json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}).get("source_field") or SOURCE_FIELD
-    missing, unparseable, preds, golds, schemas, lines = [], [], [], [], [], []
+    missing, unparseable, preds, golds, schemas, lines, texts = [], [], [], [], [], [], []
     checked, values, outside = 0, 0, {}
     for record in source:
         if predicted_only and record.line not in outputs:
@@ -174,19 +175,21 @@ def evaluate_files(
         schemas.append(explicit if explicit is not None else schema_for(dataset, record))
         output = outputs.pop(record.line, None)
         preds.append(None if output is None else parse_output(output[0]))
+        texts.append(record.document_text(source_field))
         if output is None:
             missing.append(record.line)
         elif preds[-1] is None:
             unparseable.append(record.line)
-        elif (source := record.source_text(source_field)) is not None:
+        elif texts[-1] is not None:
             checked += 1
             values += sum(bool(s) for s in _strings(without_confidence(preds[-1])))
-            if invented := outside_source(without_confidence(preds[-1]), source):
+            if invented := outside_source(without_confidence(preds[-1]), texts[-1]):
                 outside[record.line] = invented
     if outputs:
         line, (_, where) = min(outputs.items())
         raise DataError(f"{where}: predicts dataset line {line}, but {dataset} has no record on line {line}")
     records = {"line": lines, **score_records(preds, golds, schema=schemas, case_insensitive=case_insensitive)}
+    correct = {name: column["correct"] for name, column in records["fields"].items()}
     return {
         "predictions": str(predictions),
         "dataset": str(dataset),
@@ -195,10 +198,12 @@ def evaluate_files(
         "predicted_only": predicted_only,
         "missing_predictions": missing,
         "unparseable": unparseable,
-        # Against each record's source text (its source_field, else its user turns).
+        # Against each record's document text (its source_field, else its user turns
+        # unless they carry an image or a video: Sample.document_text).
         "source_check": {"records": checked, "values": values, "values_outside": sum(map(len, outside.values())), "outside": outside},
         "units": "metrics are fractions: 0.745 means 74.5% (CER can exceed 1); counts are counts",
         "metrics": aggregate(records),
+        "errors": error_kinds(preds, golds, texts, correct, case_insensitive),
         "records": records,
     }
 
@@ -241,6 +246,15 @@ def report_tables(report: dict[str, Any]) -> tuple[Table, Table]:
     for name, f in m["per_field"].items():
         fields.add_row(name, str(f["n"]), *(_pct(f[k]) for k in keys))
     return overall, fields
+
+
+def errors_table(report: dict[str, Any]) -> Table:
+    """A Rich table of the wrong fields by kind (``evaluation.errors``), overall then per field."""
+    errors = report["errors"]
+    table = Table("field", "wrong", *(k.replace("_", " ") for k in KINDS), title="wrong fields by kind (counts)")
+    for name, counts in {"all fields": errors["counts"], **errors["per_field"]}.items():
+        table.add_row(name, str(sum(counts.values())), *(str(counts[k]) for k in KINDS))
+    return table
 
 
 def confidence_table(section: dict[str, Any]) -> Table:

@@ -33,8 +33,10 @@ from PIL import Image
 from model_garden.data.images import data_uri
 from model_garden.data.sample import SOURCE_FIELD, DataError, Sample
 from model_garden.data.sources import open_source
+from model_garden.evaluation.errors import error_kind
 from model_garden.evaluation.metrics import normalize
 from model_garden.evaluation.report import parse_output, read_prediction_rows
+from model_garden.inference.grounding import normalized_source
 from model_garden.inference.pointers import leaves, metric_field
 from model_garden.masking.codec import ChatCodec
 
@@ -55,13 +57,15 @@ class Prediction:
 @dataclass(frozen=True)
 class Row:
     """One leaf value: ``gold`` and ``pred`` are ``ABSENT`` where the pointer is not there;
-    ``correct`` is ``None`` when the record has no JSON gold."""
+    ``correct`` is ``None`` when the record has no JSON gold; ``kind`` says how a wrong
+    value is wrong (``evaluation.errors``)."""
 
     pointer: str
     gold: Any
     pred: Any
     confidence: float | None
     correct: bool | None
+    kind: str | None = None
 
 
 def read_predictions(path: Path) -> dict[int, Prediction]:
@@ -81,8 +85,10 @@ def _source_field(predictions: Path) -> str:
     return (json.loads(meta.read_text(encoding="utf-8")).get("source_field") or SOURCE_FIELD) if meta.is_file() else SOURCE_FIELD
 
 
-def field_rows(gold_text: str | None, pred: Prediction) -> list[Row]:
-    """The union of gold and predicted leaves, gold order first, each judged."""
+def field_rows(gold_text: str | None, pred: Prediction, source: str | None = None) -> list[Row]:
+    """The union of gold and predicted leaves, gold order first, each judged; a wrong one
+    gets its kind, ``gold_not_in_source`` only when the record's ``source`` text is given."""
+    text = None if source is None else normalize(normalized_source(source)[0])
     gold = {leaf.pointer: leaf.value for leaf in leaves(gold_text)} if gold_text is not None else {}
     valid = parse_output(pred.output) is not None
     predicted = {leaf.pointer: leaf.value for leaf in leaves(pred.output)} if valid else {}
@@ -92,7 +98,8 @@ def field_rows(gold_text: str | None, pred: Prediction) -> list[Row]:
         if pointer.endswith("/confidence_score") and (sibling in gold or sibling in predicted):
             continue  # the model's confidence, which predict fills in: shown as the row's confidence, not judged
         correct = None if gold_text is None else valid and normalize(gold.get(pointer)) == normalize(predicted.get(pointer))
-        rows.append(Row(pointer, gold.get(pointer, ABSENT), predicted.get(pointer, ABSENT), pred.confidence.get(pointer), correct))
+        kind = None if correct is not False else "invalid" if not valid else error_kind(predicted.get(pointer), gold.get(pointer), text)
+        rows.append(Row(pointer, gold.get(pointer, ABSENT), predicted.get(pointer, ABSENT), pred.confidence.get(pointer), correct, kind))
     return rows
 
 
@@ -126,7 +133,7 @@ def _row_html(row: Row) -> str:
         pred = _diff_html(_text(row.gold), _text(row.pred))
     else:
         pred = _value_html(row.pred)
-    verdict = {True: "right", False: "wrong", None: "no gold"}[row.correct]
+    verdict = {True: "right", False: f"wrong: {(row.kind or '').replace('_', ' ')}", None: "no gold"}[row.correct]
     correct = "" if row.correct is None else str(row.correct).lower()
     return (
         f'<tr class="field" data-pointer="{escape(row.pointer)}" '
@@ -168,13 +175,13 @@ class Section(NamedTuple):
 
 
 def _record(sample: Sample, pred: Prediction, codec: ChatCodec, source_field: str) -> Section:
-    rows = field_rows(sample.reply if parse_output(sample.reply) is not None else None, pred)
+    text = sample.source_text(source_field)
+    rows = field_rows(sample.reply if parse_output(sample.reply) is not None else None, pred, sample.document_text(source_field))
     invalid = parse_output(pred.output) is None
     lowest = min(pred.confidence.values(), default=None)
     images = [_image_uri(image) for image in codec.images(sample)]
     title = f"line {sample.line}" + (f" · id {sample.meta['id']}" if "id" in sample.meta else "")
     title += " · invalid output" if invalid else "" if lowest is None else f" · lowest confidence {lowest:.2f}"
-    text = sample.source_text(source_field)
     body = [
         f'<section class="record" data-line="{sample.line}" id="line-{sample.line}"><h2>{escape(title)}</h2>',
         f'<h3>raw output (not one JSON object)</h3><pre class="output">{escape(pred.output)}</pre>' if invalid else "",
