@@ -154,6 +154,16 @@ def test_map_uses_a_field_map_where_it_has_one_and_calibrates_scores():
     assert cmap.calibrate(scores) == pytest.approx({"/company": 0.8, "/items/0": 0.4})  # /items/0 is field items
 
 
+def test_values_to_review_are_those_below_the_threshold_of_the_precision_asked():
+    cmap = CalibrationMap("min", [0.0, 1.0], [0.0, 1.0], thresholds={"0.95": 0.9, "0.99": None})
+    confidence = {"/company": 0.97, "/date": 0.9, "/total": 0.89}
+    assert cmap.threshold(0.95) == 0.9 and cmap.threshold(0.99) is None
+    assert cmap.to_review(confidence, 0.95) == ["/total"]  # at the threshold is accepted
+    assert cmap.to_review(confidence, 0.99) == ["/company", "/date", "/total"]  # nothing certified: check all
+    with pytest.raises(ValueError, match=r"^--review-at 0.9: the calibration map has thresholds for 0.95, 0.99 only$"):
+        cmap.to_review(confidence, 0.9)
+
+
 def test_map_save_load_round_trip_and_bad_files(tmp_path):
     cmap = CalibrationMap(
         "geomean", [0.1, 0.5, 0.9], [0.0, 0.6, 0.95], per_field={"a.b": ([0.2, 0.8], [0.1, 0.9])},

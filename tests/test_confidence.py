@@ -145,3 +145,34 @@ def test_predict_writes_confidence_and_applies_the_models_calibration_map(tiny_m
     assert cal["output"] == raw["output"]
     assert cal["confidence"] == {p: pytest.approx(0.25 + 0.5 * s["min"]) for p, s in raw["scores"].items()}
     assert json.loads((tmp_path / "cal.jsonl.meta.json").read_text())["calibration"] == str(model / "calibration.json")
+    assert "needs_review" not in cal
+
+    # --review-at: the values below the map's threshold for that precision, per row
+    low = min(cal["confidence"], key=cal["confidence"].get)
+    threshold = max(cal["confidence"].values())  # only the most confident value is accepted
+    CalibrationMap("min", [0.0, 1.0], [0.25, 0.75], thresholds={"0.95": threshold, "0.99": None}).save(model / "calibration.json")
+    predict(model, data, tmp_path / "review.jsonl", max_new_tokens=24, review_at=0.95)
+    review = json.loads((tmp_path / "review.jsonl").read_text())
+    assert review["needs_review"] == [p for p, c in review["confidence"].items() if c < threshold] and low in review["needs_review"]
+    assert json.loads((tmp_path / "review.jsonl.meta.json").read_text())["review_at"] == {"precision": 0.95, "threshold": threshold}
+    predict(model, data, tmp_path / "all.jsonl", max_new_tokens=24, review_at=0.99)
+    assert json.loads((tmp_path / "all.jsonl").read_text())["needs_review"] == list(raw["confidence"])
+    with pytest.raises(ValueError, match="--review-at 0.9: the calibration map has thresholds for 0.95, 0.99 only"):
+        predict(model, data, tmp_path / "nope.jsonl", max_new_tokens=24, review_at=0.9)
+    with pytest.raises(ValueError, match="--review-at needs a calibration map"):
+        predict(tiny_model_dir, data, tmp_path / "nope.jsonl", max_new_tokens=24, review_at=0.95)
+    assert not (tmp_path / "nope.jsonl").exists()
+
+
+def test_a_reply_that_is_no_json_object_needs_review_whole():
+    from model_garden.inference.confidence import Reply
+    from model_garden.inference.predict import prediction_row
+    from model_garden.data.sample import Sample
+
+    cmap = CalibrationMap("min", [0.0, 1.0], [0.0, 1.0], thresholds={"0.95": 0.5})
+    sample = Sample([{"role": "user", "content": "ok?"}], line=3)
+    cut = prediction_row(sample, Reply('{"ok": tr', 24, {}), constrained=True, source_field=None, calibration=cmap, review_at=0.95)
+    assert cut["needs_review"] == [""]  # RFC 6901: the whole document
+    whole = prediction_row(sample, Reply('{"ok": true}', 5, {"/ok": {"product": 0.9, "min": 0.4, "geomean": 0.9, "raw_product": 0.9, "free_tokens": 1}}),
+                           constrained=True, source_field=None, calibration=cmap, review_at=0.95)
+    assert whole["confidence"] == {"/ok": 0.4} and whole["needs_review"] == ["/ok"]

@@ -131,6 +131,30 @@ def test_page_sorts_by_confidence_and_filters(receipts, tmp_path, browser):
     page.uncheck("#filter-wrong")
     page.select_option("#filter-field", "")
     assert len(_visible(page, "tr.field", "data-pointer")) == 15
+    assert page.locator("#filter-review").count() == 0  # no predict --review-at marks: no such filter
+    page.close()
+
+
+def test_the_fields_predict_marked_for_review_filter(receipts, tmp_path, browser):
+    preds, dataset = receipts
+    rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
+    marks = {2: ["/company", "/total"], 3: [""], 5: ["/date"]}  # "": the whole reply (not one JSON object)
+    _write_jsonl(preds, [row | {"needs_review": marks.get(row["line"], [])} for row in rows])
+    (tmp_path / "preds.jsonl.meta.json").write_text(json.dumps({"review_at": {"precision": 0.95, "threshold": 0.9}}))
+    out = tmp_path / "review.html"
+    assert write_review(preds, dataset, out)["to_review"] == 6
+
+    page = browser.new_page()
+    page.goto(out.as_uri())
+    assert page.locator('label:has(#filter-review)').inner_text().strip() == "to review only (6 fields at 95% precision)"
+    page.check("#filter-review")
+    marked = [(row.evaluate("r => r.closest('section').dataset.line"), row.get_attribute("data-pointer"))
+              for row in page.locator("tr.field").all() if row.is_visible()]
+    assert marked == [("3", "/company"), ("3", "/date"), ("3", "/total"), ("2", "/company"), ("2", "/total"), ("5", "/date")]
+    assert page.inner_text("#shown") == "3"
+    page.check("#filter-wrong")  # filters combine: marked and wrong
+    assert _visible(page, "section.record", "data-line") == ["3", "2", "5"]
+    assert _visible(page, "tr.field", "data-pointer") == ["/company", "/date", "/total", "/company", "/date"]
     page.close()
 
 
@@ -179,11 +203,12 @@ def test_cli_writes_the_page(receipts, tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
+    ('{"line": 99, "output": "{}", "needs_review": "/company"}\n', r"preds.jsonl:6: 'needs_review' must be a list of JSON Pointers"),
     ("not json\n", r"preds.jsonl:6: not a JSON line"),
     ('{"output": "{}"}\n', r'preds.jsonl:6: expected \{"line": <int >= 0>, "output": <string>, ...\}'),
     ('{"line": 99, "output": "{}"}\n', r"preds.jsonl:6: predicts dataset line 99, but .*receipts.jsonl has no record on line 99"),
     ('{"line": 1, "output": "{}"}\n', r"preds.jsonl:6: a second prediction for line 1 \(first: .*preds.jsonl:1\)"),
-], ids=["not JSON", "no line", "line not in the dataset", "line predicted twice"])
+], ids=["needs_review not a list", "not JSON", "no line", "line not in the dataset", "line predicted twice"])
 def test_bad_predictions_are_named(receipts, tmp_path, line, message):
     preds, dataset = receipts
     with preds.open("a", encoding="utf-8") as fh:

@@ -31,7 +31,7 @@ def review(
         summary = write_review(predictions, dataset, out, data_format=data_format, allow_outside_paths=allow_outside_paths)
         console.print(
             f"wrote {out}: {summary['records']} records, {summary['fields']} fields ({summary['wrong']} wrong), "
-            f"{summary['images']} images embedded"
+            f"{summary['images']} images embedded" + (f", {summary['to_review']} to review" if "to_review" in summary else "")
         )
 
 

@@ -3,10 +3,11 @@
 ``write_review(predictions, dataset, out)`` reads a predictions JSONL (``line``, ``output``
 and, when the decoder wrote them, ``confidence`` and ``spans`` keyed by JSON Pointer; see
 ``inference.pointers``) and its dataset, and writes a page with every predicted record: its
-fields (gold; prediction with the differing characters marked; confidence; right or wrong),
-its source text with each grounded value's span highlighted, and its images. Nobody checks
-every field, so records come least confident first (invalid outputs before all), and the
-page filters to wrong fields, to fields below a confidence, or to one field.
+fields (gold; prediction with the differing characters marked; confidence; right or wrong,
+and how: ``evaluation.errors``), its source text with each grounded value's span
+highlighted, and its images. Nobody checks every field, so records come least confident
+first (invalid outputs before all), and the page filters to wrong fields, to fields below
+a confidence, to one field, or to the fields ``predict --review-at`` marked.
 
 Values are compared as ``evaluation.metrics`` does (``normalize``; missing counts as empty;
 an invalid output is wrong everywhere), but per leaf: a list item is a row of its own. The
@@ -52,6 +53,7 @@ class Prediction:
     confidence: dict[str, float]
     spans: dict[str, Any]
     where: str
+    needs_review: tuple[str, ...] | None = None  # predict --review-at's pointers ("": all)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Row:
     confidence: float | None
     correct: bool | None
     kind: str | None = None
+    review: bool | None = None  # predict --review-at marked it (None: no marks)
 
 
 def read_predictions(path: Path) -> dict[int, Prediction]:
@@ -73,16 +76,19 @@ def read_predictions(path: Path) -> dict[int, Prediction]:
     that are not objects keyed by JSON Pointer are a ``DataError`` naming the line."""
     preds: dict[int, Prediction] = {}
     for line, (obj, where) in read_prediction_rows(path).items():
-        confidence, spans = obj.get("confidence") or {}, obj.get("spans") or {}
+        confidence, spans, review = obj.get("confidence") or {}, obj.get("spans") or {}, obj.get("needs_review")
         if not (isinstance(spans, dict) and isinstance(confidence, dict) and all(type(c) in (int, float) for c in confidence.values())):
             raise DataError(f"{where}: 'confidence' and 'spans' must be objects keyed by JSON Pointer, confidences numbers")
-        preds[line] = Prediction(obj["output"], confidence, spans, where)
+        if review is not None and not (isinstance(review, list) and all(isinstance(p, str) for p in review)):
+            raise DataError(f"{where}: 'needs_review' must be a list of JSON Pointers")
+        preds[line] = Prediction(obj["output"], confidence, spans, where, None if review is None else tuple(review))
     return preds
 
 
-def _source_field(predictions: Path) -> str:
-    meta = predictions.with_name(predictions.name + ".meta.json")  # written by predict; older ones lack the key
-    return (json.loads(meta.read_text(encoding="utf-8")).get("source_field") or SOURCE_FIELD) if meta.is_file() else SOURCE_FIELD
+def _meta(predictions: Path) -> dict[str, Any]:
+    """``PREDICTIONS.meta.json``, written by predict (``{}`` without one; older ones lack keys)."""
+    meta = predictions.with_name(predictions.name + ".meta.json")
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
 
 
 def field_rows(gold_text: str | None, pred: Prediction, source: str | None = None) -> list[Row]:
@@ -99,7 +105,8 @@ def field_rows(gold_text: str | None, pred: Prediction, source: str | None = Non
             continue  # the model's confidence, which predict fills in: shown as the row's confidence, not judged
         correct = None if gold_text is None else valid and normalize(gold.get(pointer)) == normalize(predicted.get(pointer))
         kind = None if correct is not False else "invalid" if not valid else error_kind(predicted.get(pointer), gold.get(pointer), text)
-        rows.append(Row(pointer, gold.get(pointer, ABSENT), predicted.get(pointer, ABSENT), pred.confidence.get(pointer), correct, kind))
+        review = None if pred.needs_review is None else "" in pred.needs_review or pointer in pred.needs_review
+        rows.append(Row(pointer, gold.get(pointer, ABSENT), predicted.get(pointer, ABSENT), pred.confidence.get(pointer), correct, kind, review))
     return rows
 
 
@@ -135,9 +142,10 @@ def _row_html(row: Row) -> str:
         pred = _value_html(row.pred)
     verdict = {True: "right", False: f"wrong: {(row.kind or '').replace('_', ' ')}", None: "no gold"}[row.correct]
     correct = "" if row.correct is None else str(row.correct).lower()
+    review = "" if row.review is None else str(row.review).lower()
     return (
-        f'<tr class="field" data-pointer="{escape(row.pointer)}" '
-        f'data-field="{escape(metric_field(row.pointer))}" data-correct="{correct}" data-confidence="{conf}">'
+        f'<tr class="field" data-pointer="{escape(row.pointer)}" data-field="{escape(metric_field(row.pointer))}" '
+        f'data-correct="{correct}" data-confidence="{conf}" data-review="{review}">'
         f"<td><code>{escape(row.pointer)}</code></td><td>{_value_html(row.gold)}</td><td>{pred}</td>"
         f"<td class=\"conf\"{colour}>{conf or '–'}</td><td>{verdict}</td></tr>"
     )
@@ -208,13 +216,15 @@ tr[data-correct=false] td:last-child { color: #b00; font-weight: bold; } tr[data
 del { background: #fbb; } ins { background: #bfb; text-decoration: none; } .missing { color: #999; font-style: italic; }
 pre { white-space: pre-wrap; background: #f6f6f6; padding: .5em; } mark { background: #ffe58a; }
 img { max-width: 100%; border: 1px solid #ccc; }
+tr[data-review=true] td:first-child { border-left: 4px solid #e67e00; }
 """
 
 _SCRIPT = """
-const [wrong, threshold, field] = ["wrong", "threshold", "field"].map(name => document.getElementById("filter-" + name));
+const [wrong, threshold, field, review] = ["wrong", "threshold", "field", "review"].map(name => document.getElementById("filter-" + name));
 function apply() {
   const limit = threshold.value === "" ? null : Number(threshold.value);
-  const active = wrong.checked || limit !== null || field.value !== "";
+  const toReview = review !== null && review.checked;
+  const active = wrong.checked || limit !== null || field.value !== "" || toReview;
   let shown = 0;
   for (const record of document.querySelectorAll("section.record")) {
     let rows = 0;
@@ -222,7 +232,8 @@ function apply() {
       const c = row.dataset.confidence;
       const show = (!wrong.checked || row.dataset.correct === "false")
         && (limit === null || (c !== "" && Number(c) < limit))
-        && (field.value === "" || row.dataset.field === field.value);
+        && (field.value === "" || row.dataset.field === field.value)
+        && (!toReview || row.dataset.review === "true");
       row.style.display = show ? "" : "none";
       rows += show;
     }
@@ -232,7 +243,7 @@ function apply() {
   }
   document.getElementById("shown").textContent = shown;
 }
-for (const control of [wrong, threshold, field]) control.addEventListener("input", apply);
+for (const control of [wrong, threshold, field, review]) if (control !== null) control.addEventListener("input", apply);
 """
 
 
@@ -249,14 +260,16 @@ def write_review(
         allow_outside_paths: Allow image paths outside the dataset folder.
 
     Returns:
-        ``out``, and the counts of ``records``, ``fields``, ``wrong`` fields and ``images``.
+        ``out``, and the counts of ``records``, ``fields``, ``wrong`` fields and ``images``;
+        ``to_review``: the fields ``predict --review-at`` marked, when it marked any file.
 
     Raises:
         DataError: a bad predictions line, or a prediction for a line the dataset lacks.
     """
     predictions, out = Path(predictions), Path(out)
     preds = read_predictions(predictions)
-    source_field = _source_field(predictions)
+    meta = _meta(predictions)
+    source_field = meta.get("source_field") or SOURCE_FIELD
     codec = ChatCodec.for_data(None, dataset, allow_outside_paths=allow_outside_paths)
     records = []
     for sample in open_source(dataset, format=data_format, require_reply=False):
@@ -270,6 +283,14 @@ def write_review(
     rows = [row for record in records for row in record.rows]
     summary = {"out": str(out), "records": len(records), "fields": len(rows),
                "wrong": sum(row.correct is False for row in rows), "images": sum(r.images for r in records)}
+    marked = any(row.review is not None for row in rows)
+    if marked:
+        summary["to_review"] = sum(bool(row.review) for row in rows)
+        precision = (meta.get("review_at") or {}).get("precision")
+        at = f" at {100 * precision:g}% precision" if precision else ""
+        review_filter = f'<label><input type="checkbox" id="filter-review"> to review only ({summary["to_review"]} fields{at})</label>'
+    else:
+        review_filter = ""
     options = "".join(f'<option value="{escape(f)}">{escape(f)}</option>' for f in dict.fromkeys(metric_field(r.pointer) for r in rows))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>review · {escape(predictions.name)}</title>
@@ -280,6 +301,7 @@ def write_review(
 <label><input type="checkbox" id="filter-wrong"> wrong only</label>
 <label>confidence below <input type="number" id="filter-threshold" min="0" max="1" step="0.05"></label>
 <label>field <select id="filter-field"><option value="">all</option>{options}</select></label>
+{review_filter}
 showing <span id="shown">{summary['records']}</span> records
 </div>
 {chr(10).join(r.html for r in records)}

@@ -96,6 +96,25 @@ class CalibrationMap:
         (``{pointer: {aggregate: value, ...}}``), each leaf under its field's map."""
         return {pointer: self.apply(metric_field(pointer), s[self.aggregate]) for pointer, s in scores.items()}
 
+    def threshold(self, precision: float) -> float | None:
+        """The threshold for ``precision`` (``None``: the split certified none).
+
+        Raises:
+            ValueError: when the map has no threshold for ``precision``.
+        """
+        for key, t in self.thresholds.items():
+            if float(key) == precision:
+                return t
+        have = ", ".join(sorted(self.thresholds)) or "none"
+        raise ValueError(f"--review-at {precision:g}: the calibration map has thresholds for {have} only")
+
+    def to_review(self, confidence: dict[str, float], precision: float) -> list[str]:
+        """The pointers of ``confidence`` (calibrated, as ``calibrate`` gives them) that a
+        person should check to keep ``precision`` on the rest: those below its
+        ``threshold``; all of them when the calibration split certified none."""
+        t = self.threshold(precision)
+        return [pointer for pointer, c in confidence.items() if t is None or c < t]
+
     def save(self, path: str | Path) -> Path:
         """Write the map as JSON; the file is replaced whole or not at all."""
         path = Path(path)

@@ -31,6 +31,7 @@ class PredictOptions:
         source_field: The record key holding the source text for --grounded (default: 'source'; a record without it uses its user turns' text).
         chat_template: Render prompts with this template instead of the model's (a Jinja file or a name, as train's); a training run's own saved template is used by default.
         calibration: calibration.json mapping confidences to the probability of being right (default: the one beside the model, written by model-garden calibrate).
+        review_at: Mark what a person should check to keep this precision (0.95 or 0.99) on the rest: each row gets needs_review, the JSON Pointers of the values below the calibration map's threshold ('' for a reply that is not one JSON object). Needs a calibration map.
     """
 
     model: str = ""
@@ -51,6 +52,7 @@ class PredictOptions:
     source_field: str = "source"
     chat_template: str | None = None
     calibration: str | None = None
+    review_at: float | None = None
 
     def __post_init__(self) -> None:
         if not self.model or not self.dataset:

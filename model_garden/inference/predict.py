@@ -141,12 +141,15 @@ def _check(codec: ChatCodec, samples: Sequence[Sample], constrained: bool, sourc
 
 
 def prediction_row(
-    sample: Sample, reply: Reply, *, constrained: bool, source_field: str | None, calibration: CalibrationMap | None = None
+    sample: Sample, reply: Reply, *, constrained: bool, source_field: str | None, calibration: CalibrationMap | None = None,
+    review_at: float | None = None,
 ) -> dict[str, Any]:
     """One line of a predictions file: the reply (a ``confidence_score`` beside
     ``contents`` filled in), its confidence per leaf value (mapped by ``calibration``, else
-    the ``DEFAULT_AGGREGATE``) and the scores behind it, and, grounded, each string
-    value's span in the source."""
+    the ``DEFAULT_AGGREGATE``) and the scores behind it, grounded, each string value's
+    span in the source, and with ``review_at`` (and ``calibration``), ``needs_review``:
+    the values to check (``CalibrationMap.to_review``), ``[""]`` (RFC 6901: the whole
+    reply) when the reply is not one JSON object."""
     if calibration is not None:
         confidence = calibration.calibrate(reply.scores)
     else:
@@ -158,6 +161,8 @@ def prediction_row(
            "new_tokens": reply.new_tokens}
     if source_field is not None and reply.scores:  # scores exist only for a complete JSON reply
         row["spans"] = value_spans(reply.text, sample.source_text(source_field))
+    if review_at is not None and calibration is not None:
+        row["needs_review"] = calibration.to_review(confidence, review_at) if reply.scores else [""]
     return {**row, "confidence": confidence, "scores": reply.scores}
 
 
@@ -196,6 +201,7 @@ def predict(
     source_field: str = SOURCE_FIELD,
     calibration: str | Path | None = None,
     chat_template: str | None = None,
+    review_at: float | None = None,
 ) -> dict[str, Any]:
     """Predict a reply for every record of a dataset and write them to ``out``.
 
@@ -223,6 +229,8 @@ def predict(
             beside the model, if any.
         chat_template: ``--chat-template``: render prompts with this template (a training
             run renders with the one it saved by default).
+        review_at: Write ``needs_review`` per row for this precision (``prediction_row``);
+            needs a calibration map with a threshold for it.
 
     Returns:
         ``{"examples", "new_tokens", "seconds", "cut", "max_new_tokens", "threads"}``.
@@ -260,6 +268,10 @@ def predict(
         budget = max_new_tokens or run_budget(model) or DEFAULT_BUDGET
         calibration_file = Path(calibration) if calibration is not None else Path(model).expanduser() / CALIBRATION_FILE
         cmap = CalibrationMap.load(calibration_file) if calibration is not None or calibration_file.is_file() else None
+        if review_at is not None:
+            if cmap is None:
+                raise ValueError(f"--review-at needs a calibration map: none beside {model} (fit one with model-garden calibrate, or pass --calibration)")
+            cmap.threshold(review_at)  # a precision the map has no threshold for fails here, before decoding
 
         # Decoded in order of prompt length (less padding per batch), each row written as
         # it comes; the file is put in dataset order once complete.
@@ -271,7 +283,7 @@ def predict(
             fh.flush()
 
             def write(sample: Sample, reply: Reply) -> None:
-                row = prediction_row(sample, reply, constrained=constrained, source_field=grounding, calibration=cmap)
+                row = prediction_row(sample, reply, constrained=constrained, source_field=grounding, calibration=cmap, review_at=review_at)
                 done[sample.line] = json.dumps(row, ensure_ascii=False)
                 fh.write(done[sample.line] + "\n")
                 fh.flush()
@@ -293,6 +305,8 @@ def predict(
             "grounded": grounded,
             "source_field": source_field,
             "calibration": str(calibration_file) if cmap is not None else None,
+            # the threshold behind each row's needs_review (None: the map certified none)
+            "review_at": None if review_at is None else {"precision": review_at, "threshold": cmap.threshold(review_at)},
             "max_new_tokens": budget,
             "cut": stats["cut"],
         }
