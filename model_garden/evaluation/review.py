@@ -42,6 +42,7 @@ from model_garden.inference.pointers import leaves, metric_field
 from model_garden.masking.codec import ChatCodec
 
 MAX_IMAGE_SIDE = 1000  # pixels on the long side: enough to read a receipt, small enough to embed
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "review"  # the page's style and script, inlined
 ABSENT = object()  # a pointer the gold or the prediction does not have (unlike a null value)
 
 
@@ -205,48 +206,6 @@ def _record(sample: Sample, pred: Prediction, codec: ChatCodec, source_field: st
     return Section(key, "\n".join(body), rows, len(images))
 
 
-_STYLE = """
-body { font: 14px system-ui, sans-serif; margin: 1em 2em; } h3 { font-size: 1em; margin: .8em 0 .2em; }
-#filters { position: sticky; top: 0; background: #fff; padding: .5em 0; border-bottom: 1px solid #ccc; }
-#filters label { margin-right: 1.5em; }
-section.record { border: 1px solid #ccc; border-radius: 4px; margin: 1em 0; padding: 0 1em 1em; }
-table { border-collapse: collapse; margin: .5em 0; }
-td, th { border: 1px solid #ddd; padding: 2px 6px; text-align: left; vertical-align: top; }
-tr[data-correct=false] td:last-child { color: #b00; font-weight: bold; } tr[data-correct=true] td:last-child { color: #070; }
-del { background: #fbb; } ins { background: #bfb; text-decoration: none; } .missing { color: #999; font-style: italic; }
-pre { white-space: pre-wrap; background: #f6f6f6; padding: .5em; } mark { background: #ffe58a; }
-img { max-width: 100%; border: 1px solid #ccc; }
-tr[data-review=true] td:first-child { border-left: 4px solid #e67e00; }
-"""
-
-_SCRIPT = """
-const [wrong, threshold, field, review] = ["wrong", "threshold", "field", "review"].map(name => document.getElementById("filter-" + name));
-function apply() {
-  const limit = threshold.value === "" ? null : Number(threshold.value);
-  const toReview = review !== null && review.checked;
-  const active = wrong.checked || limit !== null || field.value !== "" || toReview;
-  let shown = 0;
-  for (const record of document.querySelectorAll("section.record")) {
-    let rows = 0;
-    for (const row of record.querySelectorAll("tr.field")) {
-      const c = row.dataset.confidence;
-      const show = (!wrong.checked || row.dataset.correct === "false")
-        && (limit === null || (c !== "" && Number(c) < limit))
-        && (field.value === "" || row.dataset.field === field.value)
-        && (!toReview || row.dataset.review === "true");
-      row.style.display = show ? "" : "none";
-      rows += show;
-    }
-    const visible = !active || rows > 0;  // a filter shows the records that keep a row
-    record.style.display = visible ? "" : "none";
-    shown += visible;
-  }
-  document.getElementById("shown").textContent = shown;
-}
-for (const control of [wrong, threshold, field, review]) if (control !== null) control.addEventListener("input", apply);
-"""
-
-
 def write_review(
     predictions: str | Path, dataset: str | Path, out: str | Path, *, data_format: str = "auto", allow_outside_paths: bool = False
 ) -> dict[str, Any]:
@@ -294,7 +253,7 @@ def write_review(
     options = "".join(f'<option value="{escape(f)}">{escape(f)}</option>' for f in dict.fromkeys(metric_field(r.pointer) for r in rows))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>review · {escape(predictions.name)}</title>
-<style>{_STYLE}</style></head><body>
+<style>{(ASSETS / "review.css").read_text(encoding="utf-8")}</style></head><body>
 <h1>review · {escape(predictions.name)}</h1>
 <p>{summary['records']} records, {summary['fields']} fields, {summary['wrong']} wrong; least confident first.</p>
 <div id="filters">
@@ -305,7 +264,7 @@ def write_review(
 showing <span id="shown">{summary['records']}</span> records
 </div>
 {chr(10).join(r.html for r in records)}
-<script>{_SCRIPT}</script>
+<script>{(ASSETS / "review.js").read_text(encoding="utf-8")}</script>
 </body></html>
 """
     out.parent.mkdir(parents=True, exist_ok=True)
