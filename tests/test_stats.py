@@ -95,6 +95,22 @@ def test_bootstrap_by_cluster_counts_records_that_move_together():
         paired_bootstrap(strategy, baseline, clusters=["a", "b"])
 
 
+def test_bootstrap_draws_the_records_once_for_every_seed():
+    # Every seed is judged on the same records and here agrees on each: the strategy wins
+    # record r on all seeds or on none. The evidence is 100 records, not 300: the
+    # standard error is that of a mean of 100 values, sd / sqrt(100), not sd / sqrt(300).
+    wins = np.random.default_rng(5).random(100) < 0.5
+    strategy = (np.tile(wins, (3, 1)).astype(float), np.ones((3, 100)))
+    baseline = (np.zeros((3, 100)), np.ones((3, 100)))
+    d = paired_bootstrap(strategy, baseline)
+    assert d.se == pytest.approx(wins.std() / np.sqrt(100), rel=0.1)
+    # Seed-by-record noise alone (no shared record effect) is counted about once per cell:
+    # the crossed draw is mildly conservative, never narrower than cells drawn independently.
+    noise = (np.random.default_rng(6).random((3, 100)) < 0.5).astype(float)
+    cells = paired_bootstrap((noise, np.ones((3, 100))), baseline)
+    assert noise.std() / np.sqrt(300) * 0.9 < cells.se < noise.std() / np.sqrt(300) * 2
+
+
 def test_record_clusters_from_a_key_or_the_gold_reply(tmp_path):
     import json
 
@@ -242,30 +258,30 @@ def test_summary_pairs_records_tests_fields_and_gives_verdicts():
 
 def test_summary_pairs_two_decodings_of_the_same_runs():
     # One strategy, three seeds, two decodings of each run: grounded right on a for the
-    # first 30 records, constrained on the first 24 but also on record 35, which grounded misses.
+    # first 32 records, constrained on the first 24 but also on record 35, which grounded misses.
     golds = [{"a": str(i)} for i in range(40)]
     runs = []
     for seed in (0, 1, 2):
         run = _run("none", seed, [{"a": str(i) if i < 24 or i == 35 else "?"} for i in range(40)], golds)
         grounded = {"line": run["records"]["constrained"]["line"], **score_records(
-            [{"a": str(i) if i < 30 else "?"} for i in range(40)], golds)}
+            [{"a": str(i) if i < 32 else "?"} for i in range(40)], golds)}
         run["records"]["grounded"] = grounded
         run["eval"]["grounded"] = aggregate(grounded)
         runs.append(run)
     summary = summarize(runs, ["none"])
     res = summary["across_decodings"]["none"]["grounded"]
     acc = res["differences"]["field_accuracy"]
-    assert acc["diff"] == pytest.approx(30 / 40 - 25 / 40) and acc["method"] == "hierarchical bootstrap"
+    assert acc["diff"] == pytest.approx(32 / 40 - 25 / 40) and acc["method"] == "hierarchical bootstrap"
     assert acc["seeds"] == 3 and acc["records"] == 40 and acc["low"] > 0 and acc["resolved"]
-    assert acc["verdict"].startswith("resolved: grounded better by 12.5 points")
+    assert acc["verdict"].startswith("resolved: grounded better by 17.5 points")
     assert res["differences"]["json_valid"]["diff"] == 0
-    # records 24-29 x 3 seeds only grounded got right, record 35 x 3 only constrained
-    assert (res["mcnemar"]["a"]["b"], res["mcnemar"]["a"]["c"], res["mcnemar"]["a"]["pairs"]) == (18, 3, 120)
+    # records 24-31 x 3 seeds only grounded got right, record 35 x 3 only constrained
+    assert (res["mcnemar"]["a"]["b"], res["mcnemar"]["a"]["c"], res["mcnemar"]["a"]["pairs"]) == (24, 3, 120)
     text = markdown(summary)
     assert "### `grounded` against `constrained` decoding, on the `none` runs" in text
-    assert "| field accuracy | resolved: grounded better by 12.5 points" in text and "| a | 18 / 3, p = " in text
-    # Records in 2 clusters (grounded's gain, records 24-29, all in the first): 2 draws a seed: a wider interval.
-    clustered = summarize(runs, ["none"], clusters={line: "early" if line <= 30 else "late" for line in range(1, 41)})
+    assert "| field accuracy | resolved: grounded better by 17.5 points" in text and "| a | 24 / 3, p = " in text
+    # Records in 2 clusters (grounded's gain, records 24-31, all in the first): 2 draws: a wider interval.
+    clustered = summarize(runs, ["none"], clusters={line: "early" if line <= 32 else "late" for line in range(1, 41)})
     by_cluster = clustered["across_decodings"]["none"]["grounded"]["differences"]["field_accuracy"]
     assert by_cluster["diff"] == acc["diff"] and by_cluster["method"] == "hierarchical bootstrap over 2 clusters"
     assert by_cluster["high"] - by_cluster["low"] > acc["high"] - acc["low"] and clustered["bootstrap"]["clusters"] == 2

@@ -87,9 +87,10 @@ def _method(summary: dict[str, Any]) -> str:
     )
     return (
         "Decoded metrics: the difference of the metric pooled over seeds and eval records, with the 2.5th and 97.5th "
-        f"percentiles of {boot.get('replicates')} hierarchical bootstrap replicates (seeds drawn with replacement, then eval "
-        "records with replacement within each drawn seed; the same draw for both strategies, so each is paired with the "
-        f"baseline on the same seed and record; generator seed {boot.get('seed')}). With one seed only record variance is "
+        f"percentiles of {boot.get('replicates')} hierarchical bootstrap replicates (seeds drawn with replacement and, "
+        "independently, one draw of eval records with replacement used by every drawn seed, since every seed is judged on "
+        "the same records; the same draw for both strategies, so each is paired with the baseline on the same seed and "
+        f"record; generator seed {boot.get('seed')}). With one seed only record variance is "
         "counted, and with two or three the seed level under-counts it. Run-level numbers (value loss, steps, time) and "
         "runs without per-record outcomes: mean of per-seed differences with a Student-t interval. A difference is "
         "*resolved* when its 95% interval excludes 0. Where it is not, \"could have detected\" is the smallest true "

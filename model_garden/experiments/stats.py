@@ -3,9 +3,16 @@
 * ``paired_bootstrap``: the difference of a pooled metric (``sum(num) / sum(den)`` over
   seeds and eval records, as ``evaluation.metrics.record_ratios`` defines every metric)
   between a strategy and the baseline, with a 95% percentile interval from a
-  hierarchical bootstrap: each replicate draws seeds with replacement, then eval records
-  with replacement within each drawn seed, and applies the same draw to both sides (same
-  seed, same record), so both sources of variance count and what they share cancels.
+  hierarchical bootstrap of the crossed design: every seed is judged on the same eval
+  records, so each replicate draws seeds with replacement and, independently, one set of
+  eval records with replacement that every drawn seed uses (Owen's "pigeonhole"
+  bootstrap), and applies the same draw to both sides (same seed, same record), so both
+  sources of variance count and what they share cancels. A record's effect on the
+  difference is shared by the seeds (a receipt that grounding fixes is fixed on every
+  seed); drawing records anew within each seed would average it away and make the
+  interval too narrow by up to sqrt(seeds). The crossed draw errs the other way: where
+  records share no effect at all (pure seed-by-record noise) its interval is about 1.3x
+  the cells' own spread with three seeds (tests/test_stats.py): conservative.
   ``numpy.random.Generator`` with a fixed seed: the same data gives the same report.
   With one seed only record variance is counted; with two or three, the seed level
   under-counts seed variance (a bootstrap of n values has (n - 1) / n of their variance).
@@ -140,14 +147,14 @@ def paired_bootstrap(
         size = min(chunk, n_boot - start)
         seeds = rng.integers(0, n_seeds, size=(size, n_seeds, 1))  # seeds drawn per replicate
         if cluster_of is None:
-            records = rng.integers(0, n_records, size=(size, n_seeds, n_records))  # records drawn within each
+            records = rng.integers(0, n_records, size=(size, 1, n_records))  # one draw of records, for every seed
             reps[start : start + size] = _pooled(num_a[seeds, records], den_a[seeds, records], (1, 2)) - _pooled(
                 num_b[seeds, records], den_b[seeds, records], (1, 2)
             )
             continue
         k = int(cluster_of.max()) + 1
         # A cluster drawn m times counts each of its records m times: weights, not copies.
-        weight = rng.multinomial(k, np.full(k, 1 / k), size=(size, n_seeds))[:, :, cluster_of]
+        weight = rng.multinomial(k, np.full(k, 1 / k), size=(size, 1))[:, :, cluster_of]  # one draw, for every seed
         reps[start : start + size] = _pooled(num_a[seeds[..., 0]] * weight, den_a[seeds[..., 0]] * weight, (1, 2)) - _pooled(
             num_b[seeds[..., 0]] * weight, den_b[seeds[..., 0]] * weight, (1, 2)
         )
