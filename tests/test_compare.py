@@ -108,6 +108,9 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     assert set(summary["mcnemar"]["aggressive"]["constrained"]) == set(fields)
     assert all(t["pairs"] == 4 for t in summary["mcnemar"]["aggressive"]["free"].values())
     assert "## Paired differences" in report and "### `aggressive` against `none`" in report
+    # Every wrong field has a kind, and the report counts them per run
+    wrong = sum(v == 0 for column in fields.values() for v in column["correct"])
+    assert sum(evaluated["errors"]["counts"].values()) == wrong and "## Wrong fields by kind" in report
     # A second call reuses what is done.
     stamp = (out / "runs/none-seed0/metrics.json").stat().st_mtime_ns
     compare(cfg)
@@ -119,6 +122,11 @@ def test_compare_runs_reports_and_resumes(tmp_path, tiny_model_dir):
     compare(cfg)
     rescored = json.loads((out / "runs/none-seed0/eval-constrained.json").read_text())
     assert rescored["records"] == evaluated["records"] and rescored["predict"] == evaluated["predict"]
+    # One from before error kinds: sorted from its predictions for the summary, the file left as it is.
+    (out / "runs/none-seed0/eval-constrained.json").write_text(json.dumps({k: v for k, v in evaluated.items() if k != "errors"}))
+    again = compare(cfg)
+    assert again["errors"]["none"]["constrained"] == summary["errors"]["none"]["constrained"]
+    assert "errors" not in json.loads((out / "runs/none-seed0/eval-constrained.json").read_text())
     # Report only: seed 2 was never run, so it is listed, not trained.
     partial = compare(dataclasses.replace(cfg, seeds=[0, 1, 2], report_only=True))
     assert partial["missing"] == ["none-seed2", "aggressive-seed2"] and not (out / "runs/none-seed2").exists()

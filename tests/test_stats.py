@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model_garden.evaluation.errors import KINDS, error_kinds
 from model_garden.evaluation.metrics import aggregate, score_records
 from model_garden.experiments.report import markdown
 from model_garden.experiments.summary import summarize
@@ -212,7 +213,9 @@ def _run(strategy, seed, preds, golds, decoded=None):
         train["decoded_eval"] = [[s, {"json_valid": 1.0, "field_accuracy": a}] for s, a in decoded]
 
     evaluated = {"constrained": aggregate(records)}
-    return {"strategy": strategy, "seed": seed, "train": train, "eval": evaluated, "records": {"constrained": records}}
+    correct = {name: column["correct"] for name, column in records["fields"].items()}
+    errors = {"constrained": error_kinds(preds, golds, [None] * len(golds), correct)["counts"]}
+    return {"strategy": strategy, "seed": seed, "train": train, "eval": evaluated, "records": {"constrained": records}, "errors": errors}
 
 
 def test_summary_pairs_records_tests_fields_and_gives_verdicts():
@@ -241,6 +244,10 @@ def test_summary_pairs_records_tests_fields_and_gives_verdicts():
     tests = summary["mcnemar"]["x"]["constrained"]
     assert (tests["a"]["b"], tests["a"]["c"], tests["a"]["pairs"]) == (48, 0, 120)
     assert (tests["b"]["b"], tests["b"]["c"]) == (0, 3) and tests["b"]["p"] == pytest.approx(0.25)
+    # wrong fields by kind, per run: the baseline's 20 wrong a; the strategy's 3 wrong a and its invalid record's 2 fields
+    assert summary["errors"]["none"]["constrained"] == {k: 20.0 if k == "other" else 0.0 for k in KINDS}
+    assert summary["errors"]["x"]["constrained"] == {k: {"other": 3.0, "invalid": 2.0}.get(k, 0.0) for k in KINDS}
+    assert "| x | constrained | 2.0 | 0.0 | 0.0 | 0.0 | 0.0 | 3.0 |" in markdown(summary)
     # steps to convergence from decoded field accuracy: none 20 (0.5 < 0.7125), x 10
     assert summary["convergence"] == "steps to 95% of final decoded field accuracy"
     assert summary["table"]["none"]["steps_to_convergence"]["mean"] == 20

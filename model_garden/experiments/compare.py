@@ -219,7 +219,7 @@ def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console, thre
         if result.interrupted:
             raise KeyboardInterrupt(f"interrupted during {folder}; rerun compare to continue")
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    run = {"strategy": strategy, "seed": seed, "train": metrics, "eval": {}, "predict": {}, "records": {}}
+    run = {"strategy": strategy, "seed": seed, "train": metrics, "eval": {}, "predict": {}, "records": {}, "errors": {}}
     for decoding in cfg.decodings:
         preds, report = folder / f"preds-{decoding}.jsonl", folder / f"eval-{decoding}.json"
         if not report.is_file():
@@ -249,8 +249,11 @@ def run_one(cfg: CompareConfig, strategy: str, seed: int, console: Console, thre
             evaluated = evaluate_files(preds, cfg.judged_on, predicted_only=evaluated.get("predicted_only", False))
             evaluated["predict"] = stats
             report.write_text(json.dumps(evaluated, indent=2, ensure_ascii=False), encoding="utf-8")
+        if "errors" not in evaluated and preds.is_file():  # written before error kinds: sorted now, not stored
+            evaluated["errors"] = evaluate_files(preds, cfg.judged_on, predicted_only=evaluated.get("predicted_only", False))["errors"]
         run["eval"][decoding] = evaluated["metrics"]
         run["records"][decoding] = evaluated.get("records")
+        run["errors"][decoding] = (evaluated.get("errors") or {}).get("counts")
         run["predict"][decoding] = evaluated.get("predict", {})
     return run
 

@@ -1,6 +1,7 @@
 """A comparison's report, from ``experiments.summary``'s summary: a rich table for the
-terminal, and ``report.md`` with the method, the verdicts, per-field McNemar tables and
-the second decoding against the first, beside ``summary.json`` and the PNG plots.
+terminal, and ``report.md`` with the method, the verdicts, per-field McNemar tables, the
+second decoding against the first and the wrong fields by kind, beside ``summary.json``
+and the PNG plots.
 
 Try it: ``python -c "import json; from model_garden.experiments.report import markdown; print(markdown(json.load(open('OUT/summary.json'))))"``
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 from rich.table import Table
 
+from model_garden.evaluation.errors import KINDS
 from model_garden.experiments.plots import plot
 from model_garden.experiments.summary import EVAL_METRICS, TRAIN_METRICS, units
 
@@ -152,6 +154,24 @@ def _across_decodings(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _errors(summary: dict[str, Any]) -> list[str]:
+    """The wrong fields by kind, mean count per run of each strategy and decoding."""
+    rows = [(s, d, counts) for s, per in summary.get("errors", {}).items() for d, counts in per.items() if counts]
+    if not rows:
+        return []
+    lines = [
+        "## Wrong fields by kind",
+        "",
+        "Mean number per run (`evaluate`'s kinds: docs/review.md, \"What kind of wrong\"): `gold not in source` is a label "
+        "that is no span of the record's text, which grounded decoding cannot write; `boundary`, one value contains the other.",
+        "",
+        "| strategy | decoding | " + " | ".join(k.replace("_", " ") for k in KINDS) + " |",
+        "|---|---|" + "---:|" * len(KINDS),
+    ]
+    lines += [f"| {s} | {d} | " + " | ".join(f"{counts.get(k, 0):.1f}" for k in KINDS) + " |" for s, d, counts in rows]
+    return lines + [""]
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The report body."""
     hw = summary["hardware"]
@@ -194,7 +214,7 @@ def markdown(summary: dict[str, Any]) -> str:
     for k in _keys(summary):
         lines.append(f"| {_label(summary, k)} | " + " | ".join(_row(summary, k)) + " |")
     lines += ["", "## Paired differences", "", _method(summary), ""] + _verdicts(summary) + _mcnemar_tables(summary)
-    lines += _across_decodings(summary)
+    lines += _across_decodings(summary) + _errors(summary)
     lines += ["## Plots", "", "![eval value loss](loss_curves.png)", "", "![per-field accuracy](field_accuracy.png)", ""]
     if any(c for per_seed in summary.get("decoded_curves", {}).values() for c in per_seed.values()):
         lines += ["![decoded field accuracy during training](decoded_curves.png)", ""]

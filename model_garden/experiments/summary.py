@@ -189,6 +189,11 @@ def summarize(
             s: {d: _mean_fields([per_run[(s, k)].get(f"{d}/per_field", {}) for k in seeds if (s, k) in per_run]) for d in decodings}
             for s in strategies
         },
+        # Wrong fields by kind (evaluation.errors), mean count per run.
+        "errors": {
+            s: {d: _mean_fields([c for k in seeds if (c := (by_key.get((s, k)) or {}).get("errors", {}).get(d))]) for d in decodings}
+            for s in strategies
+        },
         "hardware": hardware(),
     }
 
