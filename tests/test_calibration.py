@@ -20,6 +20,7 @@ from model_garden.evaluation.reliability import (
     coverage_at,
     expected_calibration_error,
     fit_isotonic,
+    fields_to_certify,
     precision_coverage,
     precision_lower_bound,
     reliability_bins,
@@ -82,6 +83,8 @@ def test_certified_thresholds_use_the_clopper_pearson_lower_bound():
     assert precision_lower_bound([3, 9, 0], [3, 10, 4], 0.95) == pytest.approx([0.05 ** (1 / 3), 0.60584, 0.0], abs=1e-5)
     # 299 right of 299 certifies 99% at 95%; 298 does not
     assert precision_lower_bound(299, 299, 0.95) >= 0.99 > precision_lower_bound(298, 298, 0.95)
+    assert (fields_to_certify(0.99, 0.95), fields_to_certify(0.95, 0.95)) == (299, 59)
+    assert precision_lower_bound(59, 59, 0.95) >= 0.95 > precision_lower_bound(58, 58, 0.95)
     # 400 fields, right above 0.2: the point estimate accepts 3 wrong ones (99.07% >= 99%),
     # the certified threshold only the 319 right ones (bound 99.06%)
     conf = np.linspace(0, 1, 400)
@@ -282,7 +285,10 @@ def test_cli_calibrate_end_to_end(calibration_split, tmp_path):
     # ECE before, on min: bin [0.9, 1]: {.95, .9} right -> 2 * 0.075; .7 right 0.3; .6, .5 wrong 0.6 + 0.5; 0 wrong 0
     # -> 1.55 / 6 = 25.8%; after: every calibrated value is 0 or 1 and right accordingly -> 0.0%
     assert "ECE before / after │ 25.8% / 0.0%" in text
-    assert "95% precision, certified at 95% │ none reaches it, certified at 95%" in text
+    # 6 fields cannot certify anything: the table says how many it would take
+    wide = CliRunner().invoke(app, ["calibrate", "--predictions", str(preds), "--dataset", str(dataset), "--out", str(run)], env={"COLUMNS": "250"})
+    assert "│ none reaches it, certified at 95% (it takes at least 59 accepted fields, all right; the split has 6)" in wide.output
+    assert "│ none reaches it, certified at 95% (it takes at least 299 accepted fields, all right; the split has 6)" in wide.output
     # --threshold-level 0: the split's own precision chooses
     result = CliRunner().invoke(app, ["calibrate", "--predictions", str(preds), "--dataset", str(dataset), "--out", str(run), "--threshold-level", "0"])
     assert "95% precision │ confidence >= 1.000: coverage 50.0%, precision 100.0%" in " ".join(result.output.split())

@@ -31,6 +31,7 @@ def calibrate(
         from rich.table import Table
 
         from model_garden.evaluation.calibration import calibration_outcomes, confidence_report, fit_map
+        from model_garden.evaluation.reliability import fields_to_certify
         from model_garden.inference.calibration_map import CALIBRATION_FILE
 
         if not 0 <= threshold_level < 1:
@@ -52,7 +53,9 @@ def calibrate(
         table.add_row("ECE before / after", f"{100 * before['ece']:.1f}% / {100 * after['ece']:.1f}%")
         certified = f", certified at {100 * threshold_level:g}%" if threshold_level else ""
         for target, at in after["at"].items():
-            reached = f"none reaches it{certified}" if at["threshold"] is None else (
+            needs = fields_to_certify(float(target), threshold_level) if threshold_level else None
+            short = f" (it takes at least {needs} accepted fields, all right; the split has {before['n']})" if needs and needs > before["n"] else ""
+            reached = f"none reaches it{certified}{short}" if at["threshold"] is None else (
                 f"confidence >= {at['threshold']:.3f}: coverage {100 * at['coverage']:.1f}%, precision {100 * at['precision']:.1f}%"
             )
             table.add_row(f"{100 * float(target):g}% precision{certified}", reached)

@@ -28,6 +28,7 @@ Try it: ``python -c "from model_garden.evaluation.reliability import auroc; prin
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,12 @@ def precision_lower_bound(right: ArrayLike, accepted: ArrayLike, level: float) -
     ``(1 - level) ** (1 / n)``: 299 fields, all right, are needed to certify 99% at 95%."""
     k, n = np.asarray(right, dtype=float), np.asarray(accepted, dtype=float)
     return np.where(k > 0, beta.ppf(1 - level, np.maximum(k, 1), n - k + 1), 0.0)
+
+
+def fields_to_certify(target: float, level: float) -> int:
+    """The fewest accepted fields that can certify ``target`` precision at ``level``:
+    all of them right (``precision_lower_bound``), ``n >= log(1 - level) / log(target)``."""
+    return math.ceil(math.log(1 - level) / math.log(target) - 1e-9)
 
 
 def threshold_for_precision(confidence: ArrayLike, correct: ArrayLike, target: float, level: float | None = None) -> float | None:
