@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from model_garden.evaluation.metrics import gold_fields, lookup, normalize, without_confidence
-from model_garden.inference.grounding import normalized_source
 
 KINDS = ("invalid", "omitted", "hallucinated", "gold_not_in_source", "boundary", "other")
 
@@ -79,7 +78,7 @@ def error_kinds(
     records = []
     for i, (pred, gold, source) in enumerate(zip(predictions, golds, sources)):
         pred, gold = without_confidence(pred), without_confidence(gold)
-        text = None if source is None else normalize(normalized_source(source)[0], case_insensitive)
+        text = None if source is None else normalize(source, case_insensitive)  # whitespace runs as one space
         wrong = {}
         for path, value in gold_fields(gold).items():
             name = ".".join(path)

@@ -37,7 +37,6 @@ from model_garden.data.sources import open_source
 from model_garden.evaluation.errors import error_kind
 from model_garden.evaluation.metrics import normalize
 from model_garden.evaluation.report import parse_output, read_prediction_rows
-from model_garden.inference.grounding import normalized_source
 from model_garden.inference.pointers import leaves, metric_field
 from model_garden.masking.codec import ChatCodec
 
@@ -95,7 +94,7 @@ def _meta(predictions: Path) -> dict[str, Any]:
 def field_rows(gold_text: str | None, pred: Prediction, source: str | None = None) -> list[Row]:
     """The union of gold and predicted leaves, gold order first, each judged; a wrong one
     gets its kind, ``gold_not_in_source`` only when the record's ``source`` text is given."""
-    text = None if source is None else normalize(normalized_source(source)[0])
+    text = None if source is None else normalize(source)
     gold = {leaf.pointer: leaf.value for leaf in leaves(gold_text)} if gold_text is not None else {}
     valid = parse_output(pred.output) is not None
     predicted = {leaf.pointer: leaf.value for leaf in leaves(pred.output)} if valid else {}
@@ -220,7 +219,7 @@ def write_review(
 
     Returns:
         ``out``, and the counts of ``records``, ``fields``, ``wrong`` fields and ``images``;
-        ``to_review``: the fields ``predict --review-at`` marked, when it marked any file.
+        ``to_review``: the fields ``predict --review-at`` marked, when the file carries marks.
 
     Raises:
         DataError: a bad predictions line, or a prediction for a line the dataset lacks.
