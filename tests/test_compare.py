@@ -274,6 +274,9 @@ def test_demo_end_to_end_small(tmp_path, tiny_model_dir):
     summary = demo(cfg)
     assert summary["strategies"] == ["none", "moderate@0.1"] and summary["decodings"] == ["constrained", "grounded"]
     assert (tmp_path / "demo/compare/report.md").is_file()
+    # the review page of the selective arm's grounded predictions: the 2 decoded forms
+    page = (tmp_path / "demo/review.html").read_text()
+    assert page.count('<section class="record"') == 2 and "review · preds-grounded.jsonl" in page
     preds = (tmp_path / "demo/compare/runs/moderate@0.1-seed0/preds-constrained.jsonl").read_text().splitlines()
     assert len(preds) == 2 and all(json.loads(p)["constrained"] for p in preds)
     grounded = (tmp_path / "demo/compare/runs/moderate@0.1-seed0/preds-grounded.jsonl").read_text().splitlines()

@@ -78,6 +78,7 @@ def demo(**kwargs: Any) -> None:
         summary = run_demo(cfg, console=console)
         console.print(rich_table(summary))
         console.print(f"report: {Path(cfg.out) / 'compare' / 'report.md'}")
+        console.print(f"review page (open it in a browser; least confident first): {Path(cfg.out) / 'review.html'}")
 
 
 demo.__signature__ = inspect.Signature(config_options({"demo": DemoConfig}))
