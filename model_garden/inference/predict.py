@@ -149,7 +149,8 @@ def prediction_row(
     the ``DEFAULT_AGGREGATE``) and the scores behind it, grounded, each string value's
     span in the source, and with ``review_at`` (and ``calibration``), ``needs_review``:
     the values to check (``CalibrationMap.to_review``), ``[""]`` (RFC 6901: the whole
-    reply) when the reply is not one JSON object."""
+    reply) when it has no scores: not one JSON object, or from an engine that gives no
+    confidence (vLLM)."""
     if calibration is not None:
         confidence = calibration.calibrate(reply.scores)
     else:
