@@ -131,6 +131,14 @@ def test_page_sorts_by_confidence_and_filters(receipts, tmp_path, browser):
     page.uncheck("#filter-wrong")
     page.select_option("#filter-field", "")
     assert len(_visible(page, "tr.field", "data-pointer")) == 15
+    # one kind of wrong: only the kinds that occur are offered
+    assert [o.get_attribute("value") for o in page.locator("#filter-kind option").all()] == ["", "invalid", "other"]
+    page.select_option("#filter-kind", "other")
+    other = [(row.evaluate("r => r.closest('section').dataset.line"), row.get_attribute("data-pointer"))
+             for row in page.locator("tr.field").all() if row.is_visible()]
+    assert other == [("2", "/company"), ("5", "/date")] and page.inner_text("#shown") == "2"
+    page.select_option("#filter-kind", "")
+    assert len(_visible(page, "tr.field", "data-pointer")) == 15
     assert page.locator("#filter-review").count() == 0  # no predict --review-at marks: no such filter
     page.close()
 

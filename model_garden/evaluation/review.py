@@ -7,7 +7,8 @@ fields (gold; prediction with the differing characters marked; confidence; right
 and how: ``evaluation.errors``), its source text with each grounded value's span
 highlighted, and its images. Nobody checks every field, so records come least confident
 first (invalid outputs before all), and the page filters to wrong fields, to fields below
-a confidence, to one field, or to the fields ``predict --review-at`` marked.
+a confidence, to one field, to one kind of wrong, or to the fields ``predict --review-at``
+marked.
 
 Values are compared as ``evaluation.metrics`` does (``normalize``; missing counts as empty;
 an invalid output is wrong everywhere), but per leaf: a list item is a row of its own. The
@@ -34,7 +35,7 @@ from PIL import Image
 from model_garden.data.images import data_uri
 from model_garden.data.sample import SOURCE_FIELD, DataError, Sample
 from model_garden.data.sources import open_source
-from model_garden.evaluation.errors import error_kind
+from model_garden.evaluation.errors import KINDS, error_kind
 from model_garden.evaluation.metrics import normalize
 from model_garden.evaluation.report import parse_output, read_prediction_rows
 from model_garden.inference.pointers import leaves, metric_field
@@ -145,7 +146,7 @@ def _row_html(row: Row) -> str:
     review = "" if row.review is None else str(row.review).lower()
     return (
         f'<tr class="field" data-pointer="{escape(row.pointer)}" data-field="{escape(metric_field(row.pointer))}" '
-        f'data-correct="{correct}" data-confidence="{conf}" data-review="{review}">'
+        f'data-correct="{correct}" data-confidence="{conf}" data-review="{review}" data-kind="{row.kind or ""}">'
         f"<td><code>{escape(row.pointer)}</code></td><td>{_value_html(row.gold)}</td><td>{pred}</td>"
         f"<td class=\"conf\"{colour}>{conf or '–'}</td><td>{verdict}</td></tr>"
     )
@@ -250,6 +251,7 @@ def write_review(
     else:
         review_filter = ""
     options = "".join(f'<option value="{escape(f)}">{escape(f)}</option>' for f in dict.fromkeys(metric_field(r.pointer) for r in rows))
+    kinds = "".join(f'<option value="{k}">{k.replace("_", " ")}</option>' for k in KINDS if any(r.kind == k for r in rows))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>review · {escape(predictions.name)}</title>
 <style>{(ASSETS / "review.css").read_text(encoding="utf-8")}</style></head><body>
@@ -259,6 +261,7 @@ def write_review(
 <label><input type="checkbox" id="filter-wrong"> wrong only</label>
 <label>confidence below <input type="number" id="filter-threshold" min="0" max="1" step="0.05"></label>
 <label>field <select id="filter-field"><option value="">all</option>{options}</select></label>
+<label>wrong how <select id="filter-kind"><option value="">any</option>{kinds}</select></label>
 {review_filter}
 showing <span id="shown">{summary['records']}</span> records
 </div>

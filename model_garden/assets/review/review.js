@@ -1,8 +1,8 @@
-const [wrong, threshold, field, review] = ["wrong", "threshold", "field", "review"].map(name => document.getElementById("filter-" + name));
+const [wrong, threshold, field, kind, review] = ["wrong", "threshold", "field", "kind", "review"].map(name => document.getElementById("filter-" + name));
 function apply() {
   const limit = threshold.value === "" ? null : Number(threshold.value);
   const toReview = review !== null && review.checked;
-  const active = wrong.checked || limit !== null || field.value !== "" || toReview;
+  const active = wrong.checked || limit !== null || field.value !== "" || kind.value !== "" || toReview;
   let shown = 0;
   for (const record of document.querySelectorAll("section.record")) {
     let rows = 0;
@@ -11,6 +11,7 @@ function apply() {
       const show = (!wrong.checked || row.dataset.correct === "false")
         && (limit === null || (c !== "" && Number(c) < limit))
         && (field.value === "" || row.dataset.field === field.value)
+        && (kind.value === "" || row.dataset.kind === kind.value)
         && (!toReview || row.dataset.review === "true");
       row.style.display = show ? "" : "none";
       rows += show;
@@ -21,4 +22,4 @@ function apply() {
   }
   document.getElementById("shown").textContent = shown;
 }
-for (const control of [wrong, threshold, field, review]) if (control !== null) control.addEventListener("input", apply);
+for (const control of [wrong, threshold, field, kind, review]) if (control !== null) control.addEventListener("input", apply);
