@@ -40,19 +40,19 @@ def rm_only(report: dict, preds: Path) -> int:
 
 OUT = Path(__file__).with_name("error_kinds.txt")
 done = {tuple(line.split(" | ")[:2]) for line in OUT.read_text(encoding="utf-8").splitlines()} if OUT.is_file() else set()
-out = OUT.open("a", encoding="utf-8")
-if not done:
-    print("run | decoding | field accuracy | wrong | " + " | ".join(KINDS) + " | boundary totals: RM prefix only", file=out)
-    print("---|---|---|---|" + "---|" * len(KINDS) + "---", file=out)
-for folder, decoding in RUNS:
-    for run in sorted(p for p in folder.glob("*-seed*") if (p / f"preds-{decoding}.jsonl").is_file()):
-        if (run.name, decoding) in done:
-            continue
-        preds = run / f"preds-{decoding}.jsonl"
-        report = evaluate_files(preds, TEST)
-        counts = report["errors"]["counts"]
-        fields = report["metrics"]["fields"]
-        print(f"{run.name} | {decoding} | {100 * report['metrics']['field_accuracy']:.2f}% | {sum(counts.values())} | "
-              + " | ".join(str(counts[k]) for k in KINDS) + f" | {rm_only(report, preds)}", file=out)
-        per_field = {f: {k: v for k, v in c.items() if v} for f, c in report["errors"]["per_field"].items()}
-        print(f"  per field: {json.dumps(per_field)} (of {fields} fields)", file=out)
+with OUT.open("a", encoding="utf-8") as out:
+    if not done:
+        print("run | decoding | field accuracy | wrong | " + " | ".join(KINDS) + " | boundary totals: RM prefix only", file=out)
+        print("---|---|---|---|" + "---|" * len(KINDS) + "---", file=out)
+    for folder, decoding in RUNS:
+        for run in sorted(p for p in folder.glob("*-seed*") if (p / f"preds-{decoding}.jsonl").is_file()):
+            if (run.name, decoding) in done:
+                continue
+            preds = run / f"preds-{decoding}.jsonl"
+            report = evaluate_files(preds, TEST)
+            counts = report["errors"]["counts"]
+            fields = report["metrics"]["fields"]
+            print(f"{run.name} | {decoding} | {100 * report['metrics']['field_accuracy']:.2f}% | {sum(counts.values())} | "
+                  + " | ".join(str(counts[k]) for k in KINDS) + f" | {rm_only(report, preds)}", file=out)
+            per_field = {f: {k: v for k, v in c.items() if v} for f, c in report["errors"]["per_field"].items()}
+            print(f"  per field: {json.dumps(per_field)} (of {fields} fields)", file=out)
