@@ -1,6 +1,6 @@
 """`+2ep` seeds 1 and 2 decoded again with the plan's schema (no date pattern), both
 decodings, as every run of the 1-epoch arm and `+2ep`/`+3ep` seed 0 were (docs/results/trust.md,
-note of 2026-12-06 10:25): the same steps compare takes for a decoding (calibration split,
+note of 2026-12-06 10:11): the same steps compare takes for a decoding (calibration split,
 calibrate, test, evaluate), run with the study's frozen code (b637d70).
 Usage: run_nopattern.py SEED [SEED ...]   (schema-plan.json: sroie-calib/schema.json without the date's pattern)"""
 import json, sys
