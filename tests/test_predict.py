@@ -146,6 +146,24 @@ def test_busy_seconds_sees_this_process_work():
     assert own1 - own0 > 0.02 and machine1 - machine0 >= (own1 - own0) * 0.5
 
 
+def test_bfloat16_weights_decode_under_the_schema_and_are_recorded(tmp_path, tiny_model_dir, schema_file, monkeypatch):
+    from model_garden.inference import loading
+
+    models = []
+    real = loading.hf_generator
+    monkeypatch.setattr(loading, "hf_generator", lambda net, processing: models.append(net) or real(net, processing))
+    data = _write_jsonl(tmp_path / "d.jsonl", ["a", "b"])
+    out = tmp_path / "p.jsonl"
+    predict(tiny_model_dir, data, out, schema=schema_file, max_new_tokens=10, dtype="bfloat16")
+    assert {p.dtype for p in models[0].parameters()} == {torch.bfloat16}
+    assert {p["output"] for p in _lines(out)} <= {'{"ok": true}', '{"ok": false}'}
+    assert json.loads((tmp_path / "p.jsonl.meta.json").read_text())["dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match="--dtype must be one of float32, bfloat16; got 'float16'"):
+        predict(tiny_model_dir, data, tmp_path / "q.jsonl", schema=schema_file, dtype="float16")
+    with pytest.raises(ValueError, match="--dtype bfloat16 is for --engine hf"):
+        predict(tmp_path, data, tmp_path / "q.jsonl", schema=schema_file, engine="onnxruntime-genai", dtype="bfloat16")
+
+
 def test_unconstrained_needs_no_schema_but_constrained_does(tmp_path, tiny_model_dir):
     data = _write_jsonl(tmp_path / "d.jsonl", ["no schema here"])
     with pytest.raises(ValueError, match=r"d\.jsonl:1: no JSON schema .*--schema FILE.*--no-constrained"):

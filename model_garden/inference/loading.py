@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 
@@ -24,6 +25,10 @@ from model_garden.inference.generate import generate_batch
 from model_garden.models import is_vision_model, load_model, load_processing, peft_quietly, resolve_model, text_tokenizer
 
 ENGINES = ("hf", "onnxruntime-genai", "vllm")
+# Weights' precision for the hf engine. float32 gives the replies the study figures were
+# measured with; bfloat16 trades identical replies for speed where the CPU has bf16 matrix
+# units (AMX) or on a GPU (docs/benchmarks.md, "bfloat16 on the hf engine").
+DTYPES = ("float32", "bfloat16")
 Generate = Callable[[list[dict[str, Any]], list[dict | str | None] | None, int], list[Reply]]
 
 
@@ -76,15 +81,22 @@ def hf_generator(model: Any, processing: Any) -> Generate:
     return lambda prompts, schemas, budget: generate_batch(model, processing, prompts, schemas=schemas, max_new_tokens=budget)
 
 
-def engine_generator(engine: str, model: str | Path, threads: int) -> tuple[Generate, Any]:
+def engine_generator(engine: str, model: str | Path, threads: int, dtype: str = "float32") -> tuple[Generate, Any]:
     """The decoding function of ``--engine`` and the tokenizer or processor to encode for
     it. Every engine gets the same prompt ids and the same schema (llguidance with the
-    same separators inside each)."""
+    same separators inside each). ``dtype`` is the ``hf`` engine's weights' precision
+    (``DTYPES``); an export's is fixed when it is made (``export --quantize``)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     if engine == "hf":
         net, processing = load_for_inference(model)
+        if dtype == "bfloat16":
+            net = net.to(torch.bfloat16)  # the logits processors still see float32 scores: generate casts them
         return hf_generator(net, processing), processing
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    if dtype != "float32":
+        raise ValueError(f"--dtype {dtype} is for --engine hf; an export's precision is chosen when it is made (model-garden export --quantize)")
     folder = Path(model).expanduser()
     fmt, marker = ("onnx", "genai_config.json") if engine == "onnxruntime-genai" else ("merged", "config.json")
     if not (folder / marker).is_file() or not (folder / "tokenizer_config.json").is_file():

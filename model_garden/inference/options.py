@@ -27,6 +27,7 @@ class PredictOptions:
         allow_remote_images: Fetch http(s) images.
         allow_outside_paths: Allow image paths outside the dataset folder.
         engine: hf (transformers, any model) | onnxruntime-genai (a --format onnx export) | vllm (a --format merged export, GPU).
+        dtype: float32 | bfloat16: the hf engine's weights; bfloat16 is faster on CPUs with AMX and on GPUs, and its replies may differ from float32's (docs/benchmarks.md).
         grounded: Copy every string value from the record's source text (a contiguous span; line breaks read as spaces); spans are written per value.
         source_field: The record key holding the source text for --grounded (default: 'source'; a record without it uses its user turns' text).
         chat_template: Render prompts with this template instead of the model's (a Jinja file or a name, as train's); a training run's own saved template is used by default.
@@ -48,6 +49,7 @@ class PredictOptions:
     allow_remote_images: bool = False
     allow_outside_paths: bool = False
     engine: str = "hf"
+    dtype: str = "float32"
     grounded: bool = False
     source_field: str = "source"
     chat_template: str | None = None

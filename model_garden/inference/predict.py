@@ -198,6 +198,7 @@ def predict(
     allow_remote_images: bool = False,
     allow_outside_paths: bool = False,
     engine: str = "hf",
+    dtype: str = "float32",
     grounded: bool = False,
     source_field: str = SOURCE_FIELD,
     calibration: str | Path | None = None,
@@ -223,6 +224,7 @@ def predict(
         allow_outside_paths: Allow image paths outside the dataset's folder.
         engine: ``hf`` (transformers, any model), ``onnxruntime-genai`` (a ``--format onnx``
             export) or ``vllm`` (a ``--format merged`` export, on a GPU).
+        dtype: The ``hf`` engine's weights: ``float32`` or ``bfloat16``.
         grounded: Every string value a span of the record's source text
             (``inference.grounding``); needs ``constrained``.
         source_field: The record key holding the source text (else its user turns).
@@ -259,7 +261,7 @@ def predict(
         # One writer per predictions file: a second predict into it is refused, not interleaved.
         lock = FileLock(out.with_name(out.name + ".lock"), f"--out {out}").acquire()
         stack.callback(lock.release, remove=True)
-        generate, processing = engine_generator(engine, model, threads)
+        generate, processing = engine_generator(engine, model, threads, dtype)
         codec = ChatCodec.for_data(with_chat_template(processing, chat_template), dataset, allow_remote_images=allow_remote_images, allow_outside_paths=allow_outside_paths)
         if isinstance(schema, dict):
             codec.dataset_schema = schema
@@ -302,6 +304,7 @@ def predict(
             "records": n,
             "model": str(model),
             "engine": engine,
+            "dtype": dtype,
             "constrained": constrained,
             "grounded": grounded,
             "source_field": source_field,
