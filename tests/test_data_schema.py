@@ -63,3 +63,23 @@ def test_bad_schema_files_name_the_file(tmp_path):
         schema_for(None, explicit=bad)
     with pytest.raises(FileNotFoundError, match="missing.json"):
         schema_for(None, explicit=tmp_path / "missing.json")
+
+
+def test_free_strings_leave_out_what_the_schema_enumerates():
+    from model_garden.data.schema import free_strings
+
+    schema = {
+        "$defs": {"fuel": {"enum": ["ES", "GO", "EH"]}},
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "fuel": {"$ref": "#/$defs/fuel"},
+            "kind": {"anyOf": [{"const": "car"}, {"type": "null"}]},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "pair": {"type": "array", "prefixItems": [{"enum": ["A"]}, {"type": "string"}]},
+            "extra": {"type": "object", "additionalProperties": {"enum": ["x"]}},
+        },
+    }
+    reply = {"name": "Ana", "fuel": "EH", "kind": "car", "tags": ["a", "", "EH"], "pair": ["A", "A"], "extra": {"k": "x"}, "other": "free"}
+    assert free_strings(reply, schema) == ["Ana", "a", "EH", "A", "free"]
+    assert free_strings(reply, None) == ["Ana", "EH", "car", "a", "EH", "A", "A", "x", "free"]

@@ -390,3 +390,16 @@ def test_predicted_only_scores_just_the_predicted_records(tmp_path):
     assert whole["metrics"]["field_accuracy"] == pytest.approx(1 / 3) and whole["missing_predictions"] == [2, 3]
     part = evaluate_files(preds, data, predicted_only=True)
     assert part["metrics"]["field_accuracy"] == 1.0 and part["metrics"]["n"] == 1 and part["missing_predictions"] == []
+
+
+def test_an_enumerated_value_is_no_invented_value(tmp_path):
+    """The source check counts what the model wrote freely: an enum's choice need not be in
+    the document, a free string must."""
+    schema = {"type": "object", "properties": {"fuel": {"enum": ["ES", "EH"]}, "name": {"type": "string"}}}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    gold = {"fuel": "EH", "name": "Ana"}
+    record = {"source": "C.1: Ana", "messages": [{"role": "user", "content": "read"}, {"role": "assistant", "content": json.dumps(gold)}]}
+    (tmp_path / "d.jsonl").write_text(json.dumps(record) + "\n")
+    (tmp_path / "p.jsonl").write_text(json.dumps({"line": 1, "output": json.dumps({"fuel": "EH", "name": "Bob"})}) + "\n")
+    check = evaluate_files(tmp_path / "p.jsonl", tmp_path / "d.jsonl", check_dataset=False)["source_check"]
+    assert check == {"records": 1, "values": 1, "values_outside": 1, "outside": {1: ["Bob"]}}

@@ -61,7 +61,7 @@ def evaluate(
             console.print(confidence_table(report["confidence"]))
         check = report["source_check"]
         if check["records"]:
-            console.print(f"string values that are no span of their record's source text: {check['values_outside']} "
+            console.print(f"string values (not an enum's) that are no span of their record's source text: {check['values_outside']} "
                           f"(in {len(check['outside'])} of {check['records']} records)")
         if plots is not None and report["confidence"] is not None:
             plots.mkdir(parents=True, exist_ok=True)

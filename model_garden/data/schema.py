@@ -4,7 +4,8 @@ A schema is looked up, in order, in an explicit file (``--schema``), in ``schema
 beside the dataset file or one folder up (where ``make-data`` writes it), in a
 ``"schema"`` key of the record, and finally in the record's user prompt, where
 ``embed_schema`` puts it. Predict and evaluate use it to constrain decoding and to check
-answers.
+answers; ``free_strings`` tells the strings a reply wrote freely from those the schema
+enumerates (what evaluation checks against a record's source text).
 
 Try it: ``python -m model_garden.data.schema DATASET.jsonl`` prints the schema found for
 the first record.
@@ -132,6 +133,57 @@ def schema_for(
     if found is None and record is not None:
         found = record_schema(record)
     return found
+
+
+def _branches(schema: Any, root: dict[str, Any], seen: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The schema at one place with its local ``$ref`` and ``anyOf``/``oneOf``/``allOf``
+    branches followed: every subschema a value there may be checked against."""
+    if not isinstance(schema, dict):
+        return []
+    found = [schema]
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#") and ref not in seen:
+        target: Any = root
+        for token in ref[2:].split("/") if ref != "#" else []:
+            target = target.get(token.replace("~1", "/").replace("~0", "~")) if isinstance(target, dict) else None
+        found += _branches(target, root, seen | {ref})
+    for key in ("anyOf", "oneOf", "allOf"):
+        for branch in schema.get(key, []):
+            found += _branches(branch, root, seen)
+    return found
+
+
+def free_strings(value: Any, schema: dict[str, Any] | None, root: dict[str, Any] | None = None) -> list[str]:
+    """The non-empty strings of a reply that its schema does not enumerate.
+
+    A string an ``enum`` or ``const`` lists is the schema's choice (grounded decoding
+    leaves it to the schema, and it need not be in the document); every other string was
+    written, or copied, by the model. Objects are followed through ``properties`` (else
+    ``additionalProperties``), arrays through ``prefixItems`` and ``items``; without a
+    schema every string is free.
+    """
+    schema = schema if isinstance(schema, dict) else {}
+    root = schema if root is None else root
+    nodes = _branches(schema, root)
+    if isinstance(value, str):
+        fixed = [c for n in nodes for c in ([n["const"]] if "const" in n else []) + list(n.get("enum", []))]
+        return [value] if value and value not in fixed else []
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            child = next((n["properties"][key] for n in nodes if key in (n.get("properties") or {})), None)
+            if child is None:
+                child = next((n["additionalProperties"] for n in nodes if isinstance(n.get("additionalProperties"), dict)), {})
+            found += free_strings(item, child, root)
+        return found
+    if isinstance(value, list):
+        found = []
+        for i, item in enumerate(value):
+            prefix = next((n["prefixItems"] for n in nodes if len(n.get("prefixItems") or []) > i), None)
+            child = prefix[i] if prefix else next((n["items"] for n in nodes if isinstance(n.get("items"), dict)), {})
+            found += free_strings(item, child, root)
+        return found
+    return []
 
 
 if __name__ == "__main__":

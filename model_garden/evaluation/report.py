@@ -27,7 +27,7 @@ from rich.table import Table
 
 from model_garden.data.jsonl import DataError, Sample
 from model_garden.data.sample import SOURCE_FIELD
-from model_garden.data.schema import load_schema, schema_for
+from model_garden.data.schema import free_strings, load_schema, schema_for
 from model_garden.data.sources import open_source
 from model_garden.evaluation.errors import KINDS, error_kinds
 from model_garden.evaluation.metrics import aggregate, score_records, without_confidence
@@ -101,20 +101,14 @@ def read_predictions(path: str | Path, key: str = "line", *, positional: bool = 
     return {value: (obj["output"], where) for value, (obj, where) in read_prediction_rows(path, key, positional=positional).items()}
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
-    return [s for v in items for s in _strings(v)]
-
-
-def outside_source(prediction: Any, source: str | None) -> list[str]:
-    """The non-empty string values of a prediction that are not a span of ``source``
-    (line breaks read as spaces, as grounded decoding reads them): invented, or changed."""
+def outside_source(prediction: Any, source: str | None, schema: dict[str, Any] | None = None) -> list[str]:
+    """The strings a prediction wrote freely (``free_strings``: an enum's or a const's
+    choice is the schema's) that are not a span of ``source`` (line breaks read as
+    spaces, as grounded decoding reads them): invented, or changed."""
     if source is None:
         return []
     text, _ = normalized_source(source)
-    return [s for s in _strings(prediction) if s and s not in text]
+    return [s for s in free_strings(prediction, schema) if s not in text]
 
 
 def _gold(record: Sample, where: str) -> dict[str, Any]:
@@ -150,7 +144,7 @@ def evaluate_files(
     Returns:
         The report: the inputs, ``missing_predictions`` and ``unparseable`` (dataset line
         numbers), ``source_check`` (records with a source text checked, and per dataset
-        line the string values that are no span of it: ``outside_source``), ``metrics`` (see ``model_garden.evaluation.metrics``) and ``records``
+        line the freely written string values that are no span of it: ``outside_source``), ``metrics`` (see ``model_garden.evaluation.metrics``) and ``records``
         (the per-record table, with ``line``: the dataset line of each record).
 
     Raises:
@@ -182,8 +176,8 @@ def evaluate_files(
             unparseable.append(record.line)
         elif texts[-1] is not None:
             checked += 1
-            values += sum(bool(s) for s in _strings(without_confidence(preds[-1])))
-            if invented := outside_source(without_confidence(preds[-1]), texts[-1]):
+            values += len(free_strings(without_confidence(preds[-1]), schemas[-1]))
+            if invented := outside_source(without_confidence(preds[-1]), texts[-1], schemas[-1]):
                 outside[record.line] = invented
     if outputs:
         line, (_, where) = min(outputs.items())
