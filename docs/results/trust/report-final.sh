@@ -6,7 +6,10 @@
 set -e
 OUT=$1
 T=docs/results/trust
-rm -rf "$OUT"; mkdir -p "$OUT/runs"
+# A new folder only: the report is written beside copies of the records, never over a folder one had.
+[ -n "$OUT" ] || { echo "usage: report-final.sh OUT [compare flags]" >&2; exit 2; }
+[ ! -e "$OUT" ] || { echo "report-final.sh: $OUT exists; give a new folder" >&2; exit 2; }
+mkdir -p "$OUT/runs"
 cp -r $T/runs/* "$OUT/runs/"
 for s in 1 2; do cp $T/epochs/nopattern/moderate@0.1+2ep-seed$s/*.json "$OUT/runs/moderate@0.1+2ep-seed$s/"; done
 .venv/bin/model-garden compare --dataset /work/data/sroie-calib/train.jsonl --eval-dataset /work/data/sroie-calib/calib.jsonl \
